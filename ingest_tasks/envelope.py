@@ -1,0 +1,53 @@
+"""The chunk wire format shared by the listener (producer) and the workers (consumer).
+
+A chunk is one Celery task: an id the listener picks once (kept across retries and redeliveries,
+so the DLQ can tell a redelivered message from a new one) and the messages in arrival order.
+Payloads travel as raw bytes; the task serializer (msgpack) is binary-safe, so a payload that is
+not UTF-8 still reaches the DLQ byte-exact. This module imports nothing from the listener.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+TASK_NAME = "ingest_tasks.ingest_chunk"
+QUEUE = "ingest"
+
+# [topic, payload, received_at]: a list, not a dict, because it is repeated 800 times a chunk.
+WireMessage = list[object]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    received_at: float  # unix seconds when the listener got it
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    id: str
+    messages: tuple[Message, ...]
+
+
+def new_chunk_id() -> str:
+    return uuid.uuid4().hex
+
+
+def to_wire(messages: Iterable[Message]) -> list[WireMessage]:
+    return [[m.topic, m.payload, m.received_at] for m in messages]
+
+
+def from_wire(chunk_id: str, wire: Sequence[Sequence[object]]) -> Chunk:
+    """Rebuild a chunk from task arguments; a malformed one is a bug, so it raises TypeError."""
+    messages = []
+    for item in wire:
+        topic, payload, received_at = item
+        if not isinstance(topic, str) or not isinstance(payload, bytes | bytearray):
+            raise TypeError(f"chunk {chunk_id}: malformed message {type(topic)}, {type(payload)}")
+        if not isinstance(received_at, int | float):
+            raise TypeError(f"chunk {chunk_id}: malformed received_at {received_at!r}")
+        messages.append(Message(topic, bytes(payload), float(received_at)))
+    return Chunk(chunk_id, tuple(messages))

@@ -1,0 +1,144 @@
+"""Pure: a chunk in, rows and rejects out.
+
+For each message: size check, topic, JSON (orjson), route by kind, validate, normalize vendor
+telemetry, build rows. A bad message becomes a `Rejected` with its reason and bytes; it never
+raises and never affects its neighbours. No I/O here: no database, broker, clock or settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from ingest_tasks.adapters import normalize_vendor
+from ingest_tasks.envelope import Chunk, Message
+from ingest_tasks.errors import (
+    InvalidJson,
+    InvalidTopic,
+    PayloadTooLarge,
+    PermanentError,
+    UnknownSchema,
+    ValidationFailed,
+)
+from ingest_tasks.models import AckV1, EventV1, TelemetryV1, find_nul, validate
+from ingest_tasks.topics import Route, parse_topic
+
+# ts_measure: tenant, device, point, ts, v_num, v_bool, v_text, unit, meta (JSON text)
+MeasureRow = tuple[str, str, str, datetime, float | None, bool | None, str | None, str | None, str | None]
+# cmd_ack: tenant, device, cmd_id, ok, ts_exec, err, payload (JSON text)
+AckRow = tuple[str, str, str, bool, datetime | None, str | None, str]
+# device_event: tenant, device, ts, type, severity, data (JSON text)
+EventRow = tuple[str, str, datetime, str, str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    seq: int
+    tenant: str
+    kind: str
+    topic: str
+    payload: bytes
+    measures: tuple[MeasureRow, ...] = ()
+    acks: tuple[AckRow, ...] = ()
+    events: tuple[EventRow, ...] = ()
+    device_ts: datetime | None = None
+    received_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    seq: int
+    tenant: str | None
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+
+
+Outcome = Accepted | Rejected
+
+
+def process_chunk(chunk: Chunk, max_payload_bytes: int) -> list[Outcome]:
+    return [process_message(seq, m, max_payload_bytes) for seq, m in enumerate(chunk.messages)]
+
+
+def process_message(seq: int, message: Message, max_payload_bytes: int) -> Outcome:
+    route: Route | None = None
+    try:
+        route = parse_topic(message.topic)
+    except InvalidTopic as exc:
+        topic_error = exc
+    try:
+        if len(message.payload) > max_payload_bytes:
+            raise PayloadTooLarge(
+                f"payload is {len(message.payload)} bytes, over the limit of {max_payload_bytes}"
+                " (INGEST_MAX_PAYLOAD_BYTES)"
+            )
+        if route is None:
+            raise topic_error
+        return to_accepted(seq, route, message, parse_json(message.payload))
+    except PermanentError as exc:
+        tenant = route.tenant if route is not None else None
+        return Rejected(seq, tenant, message.topic, message.payload, exc.reason, exc.detail)
+
+
+def parse_json(payload: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(f"payload is not UTF-8 JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ValidationFailed(f"payload: must be a JSON object, got {type(document).__name__}")
+    return document
+
+
+def to_accepted(seq: int, route: Route, message: Message, document: dict[str, Any]) -> Accepted:
+    accepted = partial(Accepted, seq, route.tenant, route.kind, message.topic, message.payload)
+    if route.kind == "telem":
+        telemetry = (
+            validate(TelemetryV1, document)
+            if document.get("schema") == "v1"
+            else normalize_vendor(document)
+        )
+        rows = measure_rows(route, telemetry)
+        return accepted(measures=rows, device_ts=telemetry.ts, received_at=message.received_at)
+    schema = document.get("schema", "v1")
+    if schema != "v1":
+        raise UnknownSchema(f'{route.kind} schema {schema!r:.40} is not supported; expected "v1"')
+    if route.kind == "ack":
+        ack = validate(AckV1, document)
+        return accepted(acks=(ack_row(route, ack, document),), received_at=message.received_at)
+    event = validate(EventV1, document)
+    return accepted(events=(event_row(route, event),), device_ts=event.ts, received_at=message.received_at)
+
+
+def _json_text(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def measure_rows(route: Route, telemetry: TelemetryV1) -> tuple[MeasureRow, ...]:
+    meta = _json_text(telemetry.meta)
+    rows = []
+    for p in telemetry.points:
+        v_num = p.v if p.t in ("float", "int") else None
+        v_bool = p.v if p.t == "bool" else None
+        v_text = p.v if p.t in ("enum", "text") else None
+        rows.append((route.tenant, route.device, p.name, telemetry.ts, v_num, v_bool, v_text, p.u, meta))
+    return tuple(rows)
+
+
+def ack_row(route: Route, ack: AckV1, document: dict[str, Any]) -> AckRow:
+    # The whole payload is stored, unnamed fields included, so they must be storable too.
+    where = find_nul(document)
+    if where is not None:
+        raise ValidationFailed(f"{where}: contains NUL (U+0000), which PostgreSQL cannot store")
+    payload = orjson.dumps(document).decode()
+    return (route.tenant, route.device, ack.cmd_id, ack.ok, ack.ts_exec, ack.err, payload)
+
+
+def event_row(route: Route, event: EventV1) -> EventRow:
+    return (route.tenant, route.device, event.ts, event.type, event.severity, _json_text(event.data))

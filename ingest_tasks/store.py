@@ -1,0 +1,241 @@
+"""All SQL; the only module that imports psycopg.
+
+Writes a chunk's outcomes in one transaction: measurements by binary COPY into a temporary
+staging table then `INSERT ... SELECT ... ON CONFLICT DO NOTHING` per tenant (PostgreSQL refuses
+COPY into a table with row-level security, and the conflict clause makes a redelivered chunk add
+nothing), acks upserted, events inserted, rejects dead-lettered under a per-chunk key so a retried
+chunk never adds its DLQ rows twice. Every tenant's rows are written with `app.tenant_id` set to
+that tenant, as the non-superuser writer role, so RLS checks each row.
+
+Translates psycopg's failures: a data error in one message's rows makes that message `db_rejected`
+(found by writing each message in its own savepoint); anything else is `StorageUnavailable`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import psycopg
+from psycopg import sql
+
+from ingest_tasks.errors import DbRejected, StorageUnavailable
+from ingest_tasks.pipeline import Accepted, Outcome, Rejected
+
+log = logging.getLogger(__name__)
+
+WRITER_ROLE = "ingest_writer"
+CONNECT_TIMEOUT_S = 3  # worker_process_init must not block for more than 4 s
+MEASURE_COLUMNS = "tenant_id, device_id, point_id, ts, v_num, v_bool, v_text, unit, meta"
+STAGE_TYPES = ["text", "text", "text", "timestamptz", "float8", "bool", "text", "text", "text"]
+
+CREATE_STAGE = """
+CREATE TEMPORARY TABLE IF NOT EXISTS ts_measure_stage (
+    tenant_id text, device_id text, point_id text, ts timestamptz, v_num float8,
+    v_bool bool, v_text text, unit text, meta text
+) ON COMMIT DELETE ROWS
+"""
+INSERT_MEASURES = f"""
+INSERT INTO ts_measure ({MEASURE_COLUMNS})
+SELECT {MEASURE_COLUMNS.replace("meta", "meta::jsonb")} FROM ts_measure_stage WHERE tenant_id = %s
+ON CONFLICT DO NOTHING
+"""
+UPSERT_ACK = """
+INSERT INTO cmd_ack (tenant_id, device_id, cmd_id, ok, ts_exec, err, payload, received_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, now())
+ON CONFLICT (tenant_id, device_id, cmd_id) DO UPDATE SET
+    ok = EXCLUDED.ok, ts_exec = EXCLUDED.ts_exec, err = EXCLUDED.err,
+    payload = EXCLUDED.payload, received_at = EXCLUDED.received_at
+"""
+INSERT_EVENT = """
+INSERT INTO device_event (tenant_id, device_id, ts, type, severity, data)
+VALUES (%s, %s, %s, %s, %s, %s::jsonb)
+ON CONFLICT DO NOTHING
+"""
+INSERT_DEAD = """
+INSERT INTO ingest_errors (tenant_id, topic, payload, reason, detail, chunk_id, chunk_seq)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (chunk_id, chunk_seq) DO NOTHING
+"""
+SET_TENANT = "SELECT set_config('app.tenant_id', %s, true)"
+
+
+@dataclass
+class WriteResult:
+    """What one chunk's transaction stored."""
+
+    rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dead: list[Rejected] = field(default_factory=list)
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise StorageUnavailable(f"{type(exc).__name__}: {str(exc).strip()[:300]}") from exc
+
+
+class Store:
+    """One connection per process, opened lazily and reopened after it breaks."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return self._conn
+        self.close()
+        with translate_errors():
+            conn = psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S)
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(WRITER_ROLE)))
+            conn.execute(CREATE_STAGE)
+            conn.commit()
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+
+    def write(self, chunk_id: str, outcomes: Sequence[Outcome]) -> WriteResult:
+        accepted = [o for o in outcomes if isinstance(o, Accepted)]
+        rejected = [o for o in outcomes if isinstance(o, Rejected)]
+        with self._failing_over():
+            conn = self.connect()
+            try:
+                with conn.transaction():
+                    return self._write(conn, chunk_id, accepted, rejected)
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                log.warning("chunk %s: refused as a whole (%s); writing message by message", chunk_id, exc.sqlstate)
+                with conn.transaction():
+                    return self._write_each(conn, chunk_id, accepted, rejected)
+
+    def dead_letter(self, chunk_id: str, rejected: Sequence[Rejected]) -> WriteResult:
+        with self._failing_over():
+            conn = self.connect()
+            with conn.transaction():
+                return self._write(conn, chunk_id, [], list(rejected))
+
+    @contextmanager
+    def _failing_over(self) -> Iterator[None]:
+        try:
+            with translate_errors():
+                yield
+        except StorageUnavailable:
+            if self._conn is not None and (self._conn.broken or self._conn.closed):
+                self.close()
+            raise
+
+    def _write_each(
+        self, conn: psycopg.Connection[tuple[object, ...]], chunk_id: str,
+        accepted: list[Accepted], rejected: list[Rejected],
+    ) -> WriteResult:
+        result = WriteResult()
+        for message in accepted:
+            try:
+                with conn.transaction():  # a savepoint: only this message's rows are undone
+                    part = self._write(conn, chunk_id, [message], [])
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                rejected.append(refused(message, exc, chunk_id))
+                continue
+            for table, n in part.rows.items():
+                result.rows[table] += n
+        dead = self._write(conn, chunk_id, [], sorted(rejected, key=lambda r: r.seq))
+        result.dead = dead.dead
+        result.rows["ingest_errors"] = dead.rows["ingest_errors"]
+        return result
+
+    def _write(
+        self, conn: psycopg.Connection[tuple[object, ...]], chunk_id: str,
+        accepted: Sequence[Accepted], rejected: Sequence[Rejected],
+    ) -> WriteResult:
+        result = WriteResult(dead=list(rejected))
+        with conn.cursor() as cur:
+            stage_measures(cur, accepted)
+            for tenant, messages in by_tenant(accepted).items():
+                cur.execute(SET_TENANT, (tenant,))
+                cur.execute(INSERT_MEASURES, (tenant,))
+                result.rows["ts_measure"] += max(cur.rowcount, 0)
+                result.rows["cmd_ack"] += upsert_acks(cur, messages)
+                result.rows["device_event"] += insert_events(cur, messages)
+            for tenant, dead in by_tenant(rejected).items():
+                cur.execute(SET_TENANT, (tenant or "",))
+                cur.executemany(INSERT_DEAD, [
+                    (r.tenant, r.topic, r.payload, r.reason, r.detail, chunk_id, r.seq) for r in dead
+                ])
+                result.rows["ingest_errors"] += len(dead)
+        return result
+
+
+def refused(message: Accepted, exc: psycopg.Error, chunk_id: str) -> Rejected:
+    problem = exc.diag.message_primary or str(exc)
+    log.warning("chunk %s: message %d refused by the database: %s", chunk_id, message.seq, problem)
+    detail = f"the database refused this message's rows: {problem}"
+    return Rejected(message.seq, message.tenant, message.topic, message.payload, DbRejected.reason, detail)
+
+
+T = TypeVar("T", Accepted, Rejected)
+
+
+def by_tenant(items: Iterable[T]) -> dict[str | None, list[T]]:
+    groups: dict[str | None, list[T]] = defaultdict(list)
+    for item in items:
+        groups[item.tenant].append(item)
+    return groups
+
+
+def stage_measures(cur: psycopg.Cursor[tuple[object, ...]], accepted: Sequence[Accepted]) -> None:
+    if not any(m.measures for m in accepted):
+        return
+    cur.execute("TRUNCATE ts_measure_stage")
+    with cur.copy(f"COPY ts_measure_stage ({MEASURE_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(STAGE_TYPES)
+        for message in accepted:
+            for row in message.measures:
+                copy.write_row(row)
+
+
+def upsert_acks(cur: psycopg.Cursor[tuple[object, ...]], messages: Sequence[Accepted]) -> int:
+    # The last ack of a command in a chunk wins; one statement cannot update a row twice.
+    latest = {(a[0], a[1], a[2]): a for m in messages for a in m.acks}
+    if latest:
+        cur.executemany(UPSERT_ACK, list(latest.values()))
+    return len(latest)
+
+
+def insert_events(cur: psycopg.Cursor[tuple[object, ...]], messages: Sequence[Accepted]) -> int:
+    rows = [e for m in messages for e in m.events]
+    if rows:
+        cur.executemany(INSERT_EVENT, rows)
+    return len(rows)
+
+
+PURGE_BATCH = 5_000
+PURGE_ONE_BATCH = """
+DELETE FROM ingest_errors WHERE id IN (
+    SELECT id FROM ingest_errors WHERE ts < now() - make_interval(days => %s)
+    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+)
+"""
+
+
+def purge_dead_letters(dsn: str, older_than_days: int, batch: int = PURGE_BATCH) -> int:
+    """Delete DLQ rows older than the retention, a bounded batch per transaction.
+
+    Runs as the operator role of `dsn` (it must bypass RLS to see every tenant's rows). SKIP
+    LOCKED lets two purges run at once without waiting on each other or deleting a row twice.
+    """
+    removed = 0
+    with translate_errors(), psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            deleted = conn.execute(PURGE_ONE_BATCH, (older_than_days, batch)).rowcount
+            removed += deleted
+            if deleted < batch:
+                return removed

@@ -1,0 +1,106 @@
+"""Thin tasks: decode chunk -> process -> store -> retry or dead-letter.
+
+Owns the worker process's lifecycle (one database connection per pool process, opened after
+fork) and the retry-or-give-up decision. Refuses to parse, validate or build SQL itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from celery import Task
+from celery.exceptions import Reject
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from ingest_tasks.app import PURGE_TASK, create_app
+from ingest_tasks.envelope import TASK_NAME, Chunk, from_wire
+from ingest_tasks.errors import RetriesExhausted, TransientError
+from ingest_tasks.logs import configure_logging
+from ingest_tasks.pipeline import Outcome, Rejected, process_chunk
+from ingest_tasks.retry import RetryPolicy
+from ingest_tasks.settings import load_settings
+from ingest_tasks.store import Store, purge_dead_letters
+
+log = logging.getLogger(__name__)
+
+settings = load_settings()
+configure_logging(settings.log_level, settings.log_format)
+app = create_app(settings)
+policy = RetryPolicy(settings.retry_max, settings.retry_backoff_s, settings.retry_backoff_max_s)
+store = Store(settings.database_url)
+
+
+@worker_process_init.connect
+def _open_connection(**_: object) -> None:
+    store.close()  # never reuse a socket inherited from the parent
+    try:
+        store.connect()
+    except TransientError as exc:
+        log.warning("database not reachable at start, will connect on first chunk: %s", exc)
+
+
+@worker_process_shutdown.connect
+def _close_connection(**_: object) -> None:
+    store.close()
+
+
+@app.task(name=TASK_NAME, bind=True, max_retries=None, acks_late=True, reject_on_worker_lost=True)
+def ingest_chunk(self: Task[Any, Any], chunk_id: str, messages: Sequence[Sequence[object]]) -> None:
+    started = time.monotonic()
+    chunk = from_wire(chunk_id, messages)
+    outcomes = process_chunk(chunk, settings.max_payload_bytes)
+    try:
+        result = store.write(chunk.id, outcomes)
+    except TransientError as exc:
+        retry_or_give_up(self, chunk, outcomes, exc)
+        return
+    stored = sum(n for table, n in result.rows.items() if table != "ingest_errors")
+    log.info(
+        "chunk %s: messages=%d rows=%d dead=%d in %.1f ms",
+        chunk.id, len(chunk.messages), stored, len(result.dead), (time.monotonic() - started) * 1000,
+    )
+
+
+def retry_or_give_up(task: Task[Any, Any], chunk: Chunk, outcomes: list[Outcome], exc: TransientError) -> None:
+    """Retry with backoff while the policy allows; then dead-letter the chunk as retries_exhausted."""
+    retries = task.request.retries
+    if not policy.exhausted(retries):
+        countdown = policy.countdown(retries, random.random())
+        log.warning("chunk %s: %s; retry %d in %.1f s", chunk.id, exc, retries + 1, countdown)
+        requeue_later(task, countdown, exc)
+    detail = f"gave up after {retries} retries; last error: {exc}"
+    try:
+        store.dead_letter(chunk.id, give_up(chunk, outcomes, detail))
+    except TransientError as dlq_exc:
+        # Not even the DLQ can be written: keep the chunk in Redis rather than drop it.
+        log.error("chunk %s: retries exhausted and DLQ unreachable (%s); kept in the queue", chunk.id, dlq_exc)
+        requeue_later(task, policy.cap_s, dlq_exc)
+    log.error("chunk %s: retries exhausted, %d messages dead-lettered: %s", chunk.id, len(outcomes), exc)
+
+
+def requeue_later(task: Task[Any, Any], countdown: float, exc: Exception) -> NoReturn:
+    try:
+        raise task.retry(countdown=countdown, exc=exc, max_retries=None)
+    except Reject as rejected:
+        # Celery rejects *without* requeue when it cannot publish the retry: requeue instead.
+        raise Reject(rejected.reason, requeue=True) from exc
+
+
+def give_up(chunk: Chunk, outcomes: list[Outcome], detail: str) -> list[Rejected]:
+    """Every message of the chunk as a dead letter: invalid ones keep their own reason."""
+    return [
+        o if isinstance(o, Rejected)
+        else Rejected(o.seq, o.tenant, o.topic, o.payload, RetriesExhausted.reason, detail)
+        for o in outcomes
+    ]
+
+
+@app.task(name=PURGE_TASK)
+def purge_dlq() -> int:
+    removed = purge_dead_letters(settings.database_url, settings.dlq_retention_days)
+    log.info("dlq purge: removed=%d older than %d days", removed, settings.dlq_retention_days)
+    return removed

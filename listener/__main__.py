@@ -1,0 +1,63 @@
+"""`python -m listener`: subscribe, chunk, enqueue; stop cleanly on SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from ingest_tasks.app import create_app
+from ingest_tasks.logs import configure_logging
+from ingest_tasks.settings import Settings, load_settings
+from listener.chunker import ChunkPolicy, Chunker
+from listener.mqtt import Delivery, Subscriber, SubscriberConfig
+from listener.service import Listener
+
+log = logging.getLogger("listener")
+
+INFLIGHT_CHUNKS = 4  # unacknowledged messages the broker may send us, in chunks
+
+
+def subscriber_config(settings: Settings) -> SubscriberConfig:
+    return SubscriberConfig(
+        address=settings.mqtt,
+        client_id=settings.mqtt_client_id,
+        topics=tuple(settings.topic_filters),
+        qos=settings.mqtt_qos,
+        shared_group=settings.mqtt_shared_group,
+        session_expiry_s=settings.mqtt_session_expiry_s,
+        receive_maximum=settings.batch_size * INFLIGHT_CHUNKS,
+        ca_file=settings.mqtt_ca_file,
+    )
+
+
+def build(settings: Settings) -> Listener:
+    config = subscriber_config(settings)
+
+    def subscriber(on_delivery: Callable[[Delivery], None]) -> Subscriber:
+        return Subscriber(config, on_delivery, clock=time.time)
+
+    policy = ChunkPolicy(settings.batch_size, settings.batch_ms / 1000)
+    return Listener(create_app(settings), subscriber, Chunker(policy))
+
+
+def main() -> int:
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    listener = build(settings)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, flushing and stopping", signal.Signals(signum).name)
+        listener.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    listener.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Grouping messages into chunks: by size, or by the age of the oldest. Pure; `now` is passed in.
+
+The policy is a frozen value; the state (what is waiting) is a separate mutable object, so tests
+are tables of timestamps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ChunkPolicy:
+    max_size: int  # messages
+    max_age_s: float  # how long the oldest message may wait
+
+    def __post_init__(self) -> None:
+        if self.max_size < 1 or self.max_age_s <= 0:
+            raise ValueError(f"invalid chunk policy {self}")
+
+
+class Chunker(Generic[T]):
+    """Messages waiting to be sent, in arrival order."""
+
+    def __init__(self, policy: ChunkPolicy) -> None:
+        self.policy = policy
+        self._items: list[T] = []
+        self._oldest_at = 0.0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: T, now: float) -> None:
+        if not self._items:
+            self._oldest_at = now
+        self._items.append(item)
+
+    def deadline(self) -> float | None:
+        """When the waiting messages become due by age; None when nothing waits."""
+        return self._oldest_at + self.policy.max_age_s if self._items else None
+
+    def take_due(self, now: float) -> list[T] | None:
+        """The next chunk if one is due (full, or its oldest is old enough), else None."""
+        if len(self._items) >= self.policy.max_size:
+            chunk = self._items[: self.policy.max_size]
+            self._items = self._items[self.policy.max_size :]
+            return chunk
+        deadline = self.deadline()
+        if deadline is not None and now >= deadline:
+            return self.take_all()
+        return None
+
+    def take_all(self) -> list[T]:
+        chunk, self._items = self._items, []
+        return chunk

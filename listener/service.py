@@ -1,0 +1,103 @@
+"""The listener's loop: deliveries in, one Celery task per chunk out, MQTT acks after the enqueue.
+
+The paho network thread only appends deliveries to an inbox. This loop moves them into the
+chunker, sends each due chunk to Redis (retrying with backoff for as long as Redis is away) and
+only then acknowledges the chunk's messages, in arrival order. A crash at any point therefore
+leaves every unacknowledged message with the broker, which delivers it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
+from ingest_tasks.envelope import QUEUE, TASK_NAME, Message, new_chunk_id, to_wire
+from listener.chunker import Chunker
+from listener.mqtt import Delivery, Subscriber
+
+log = logging.getLogger(__name__)
+
+SEND_BACKOFF_MIN_S = 0.1
+SEND_BACKOFF_MAX_S = 5.0
+IDLE_WAKE_S = 0.05  # how often the loop looks at the clock when nothing is due
+
+
+class Listener:
+    def __init__(self, app: Celery, subscriber_factory: Callable[[Callable[[Delivery], None]], Subscriber],
+                 chunker: Chunker[Delivery]) -> None:
+        self._app = app
+        self._chunker = chunker
+        self._inbox: deque[Delivery] = deque()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self.subscriber = subscriber_factory(self._receive)
+        self.chunks_sent = 0
+
+    def _receive(self, delivery: Delivery) -> None:
+        self._inbox.append(delivery)  # deque.append is atomic: no lock on the hot path
+        if len(self._inbox) >= self._chunker.policy.max_size:
+            self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        self.subscriber.start()
+        try:
+            while not self._stopping.is_set():
+                self._wake.wait(self._seconds_until_due())
+                self._wake.clear()
+                self._drain_inbox()
+                while (chunk := self._chunker.take_due(time.monotonic())) is not None:
+                    self._send_and_ack(chunk)
+            self._drain_inbox()
+            if len(self._chunker):
+                log.info("stopping: sending the last %d buffered messages", len(self._chunker))
+                self._send_and_ack(self._chunker.take_all())
+        finally:
+            self.subscriber.stop()
+        log.info("listener stopped after %d chunks", self.chunks_sent)
+
+    def _seconds_until_due(self) -> float:
+        deadline = self._chunker.deadline()
+        if deadline is None:
+            return IDLE_WAKE_S
+        return max(0.0, min(IDLE_WAKE_S, deadline - time.monotonic()))
+
+    def _drain_inbox(self) -> None:
+        now = time.monotonic()
+        while self._inbox:
+            self._chunker.add(self._inbox.popleft(), now)
+
+    def _send_and_ack(self, deliveries: list[Delivery]) -> None:
+        chunk_id = new_chunk_id()
+        wire = to_wire(Message(d.topic, d.payload, d.received_at) for d in deliveries)
+        if not self._send(chunk_id, wire):
+            return
+        acked = sum(self.subscriber.ack(d) for d in deliveries)
+        self.chunks_sent += 1
+        log.debug("chunk %s: sent messages=%d acked=%d", chunk_id, len(deliveries), acked)
+
+    def _send(self, chunk_id: str, wire: list[list[object]]) -> bool:
+        """Enqueue until Redis accepts; False only if asked to stop while Redis is away."""
+        backoff = SEND_BACKOFF_MIN_S
+        while True:
+            try:
+                self._app.send_task(TASK_NAME, args=(chunk_id, wire), queue=QUEUE, retry=False)
+                return True
+            except (OperationalError, RedisError, OSError) as exc:
+                if self._stopping.is_set() and backoff >= SEND_BACKOFF_MAX_S:
+                    log.error("chunk %s: Redis still unreachable at shutdown; its %d messages stay "
+                              "unacknowledged with the broker", chunk_id, len(wire))
+                    return False
+                log.warning("chunk %s: Redis unreachable (%s); retrying in %.1f s", chunk_id, exc, backoff)
+                time.sleep(backoff)
+                backoff = min(SEND_BACKOFF_MAX_S, backoff * 2)

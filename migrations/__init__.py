@@ -1,0 +1,1 @@
+"""Schema migrations; `python -m migrations` applies every pending one."""
