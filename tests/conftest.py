@@ -1,0 +1,52 @@
+"""Session fixtures on the real services: a fresh, migrated database and a clean Redis index."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+
+from migrations.runner import apply_pending
+from tests.support import PG_ADMIN, REDIS_HOST, unique
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database made for this test session by the project's own migrations, dropped at the end."""
+    name = unique("traksense_test_")
+    url = urlsplit(PG_ADMIN)._replace(path=f"/{name}").geturl()
+    apply_pending(url)
+    yield url
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+_used_redis_dbs: set[int] = set()
+
+
+def fresh_redis_db() -> int:
+    """An empty Redis database index (1-15) that no other test in this session uses."""
+    free = [n for n in range(1, 16) if n not in _used_redis_dbs]
+    index = random.choice(free)
+    _used_redis_dbs.add(index)
+    redis.Redis(host=REDIS_HOST, port=6379, db=index).flushdb()
+    return index
+
+
+@pytest.fixture
+def redis_db() -> Iterator[int]:
+    index = fresh_redis_db()
+    yield index
+    redis.Redis(host=REDIS_HOST, port=6379, db=index).flushdb()
+    _used_redis_dbs.discard(index)
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,48 @@
+"""A running pipeline (listener + worker) shared by the end-to-end tests of one module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import fresh_redis_db
+from tests.support import REDIS_HOST, Process, service_env, start_listener, start_worker, unique
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Pipeline:
+    database_url: str
+    redis_url: str
+    prefix: str
+    env: dict[str, str]
+    listener: Process
+    worker: Process
+
+    def topic(self, tenant: str, device: str, kind: str = "telem", site: str = "s1") -> str:
+        return f"{self.prefix}/{tenant}/{site}/{device}/{kind}"
+
+    def odd_topic(self, *levels: str) -> str:
+        """A topic under the custom subscription, which does not check the shape."""
+        return "/".join((f"{self.prefix}odd", *levels))
+
+
+@pytest.fixture(scope="module")
+def pipeline(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    log_dir: Path = tmp_path_factory.mktemp("pipeline")
+    db_index = fresh_redis_db()
+    prefix = unique("ts")
+    env = service_env(database_url, db_index, prefix, INGEST_MAX_PAYLOAD_BYTES="4096")
+    # A custom subscription that lets through topics of the wrong shape, as an operator's might.
+    env["MQTT_TOPICS"] += f",{prefix}odd/#"
+    worker = start_worker(env, log_dir)
+    listener = start_listener(env, log_dir)
+    yield Pipeline(database_url, env["CELERY_BROKER_URL"], prefix, env, listener, worker)
+    listener.stop()
+    worker.stop()
+    redis.Redis(host=REDIS_HOST, port=6379, db=db_index).flushdb()

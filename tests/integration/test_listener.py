@@ -1,0 +1,104 @@
+"""The listener seen from outside: what it puts in Redis, when, and what it acknowledges."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import publisher, queued_chunks, service_env, start_listener, unique, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def env_for(database_url: str, redis_db: int, prefix: str, **extra: str) -> dict[str, str]:
+    return service_env(database_url, redis_db, prefix, **extra)
+
+
+def test_a_full_chunk_is_sent_at_batch_size_and_the_rest_at_shutdown(
+    database_url: str, redis_db: int, log_dir: Path
+) -> None:
+    prefix = unique("ts")
+    env = env_for(database_url, redis_db, prefix, INGEST_BATCH_SIZE="5", INGEST_BATCH_MS="600000")
+    redis_url = env["CELERY_BROKER_URL"]
+    listener = start_listener(env, log_dir)
+    try:
+        with publisher() as pub:
+            for i in range(12):
+                pub.publish(f"{prefix}/t/s/d/telem", f"m{i}".encode())
+        chunks = wait_until(lambda: queued_chunks(redis_url) if len(queued_chunks(redis_url)) >= 2 else None,
+                            what="two full chunks")
+        assert [[m[1] for m in messages] for _, messages in chunks] == [
+            [f"m{i}".encode() for i in range(5)], [f"m{i}".encode() for i in range(5, 10)]]
+    finally:
+        assert listener.stop() == 0
+    chunks = queued_chunks(redis_url)
+    assert [m[1] for m in chunks[-1][1]] == [b"m10", b"m11"]
+    assert len({chunk_id for chunk_id, _ in chunks}) == 3
+
+
+def test_a_partial_chunk_is_sent_when_its_oldest_message_is_batch_ms_old(
+    database_url: str, redis_db: int, log_dir: Path
+) -> None:
+    prefix = unique("ts")
+    env = env_for(database_url, redis_db, prefix, INGEST_BATCH_SIZE="1000", INGEST_BATCH_MS="400")
+    redis_url = env["CELERY_BROKER_URL"]
+    listener = start_listener(env, log_dir)
+    try:
+        with publisher() as pub:
+            started = time.monotonic()
+            for i in range(3):
+                pub.publish(f"{prefix}/t/s/d/telem", f"m{i}".encode())
+            chunks = wait_until(lambda: queued_chunks(redis_url), what="the age-triggered chunk")
+            waited = time.monotonic() - started
+        assert [[m[1] for m in messages] for _, messages in chunks] == [[b"m0", b"m1", b"m2"]]
+        assert waited >= 0.4  # it was not sent before the oldest message was batch-ms old
+    finally:
+        listener.stop()
+
+
+def test_payload_bytes_and_topic_travel_unchanged(database_url: str, redis_db: int, log_dir: Path) -> None:
+    prefix = unique("ts")
+    env = env_for(database_url, redis_db, prefix, INGEST_BATCH_MS="50")
+    listener = start_listener(env, log_dir)
+    payload = bytes(range(256)) * 3
+    topic = f"{prefix}/acme/site-1/dev-ü/telem"
+    try:
+        with publisher() as pub:
+            pub.publish(topic, payload)
+        chunks = wait_until(lambda: queued_chunks(env["CELERY_BROKER_URL"]), what="the chunk")
+    finally:
+        listener.stop()
+    (_, messages), = chunks
+    assert [(m[0], m[1]) for m in messages] == [(topic, payload)]
+    assert abs(messages[0][2] - time.time()) < 60  # received_at is a wall-clock stamp
+
+
+def test_messages_are_acknowledged_only_after_redis_accepts_them(
+    database_url: str, redis_db: int, log_dir: Path
+) -> None:
+    prefix = unique("ts")
+    client_id = unique("test-listener-")
+    # First life: Redis unreachable, so nothing may be acknowledged. Then SIGKILL.
+    env = env_for(database_url, redis_db, prefix, MQTT_CLIENT_ID=client_id, INGEST_BATCH_MS="50")
+    no_redis = {**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}
+    first = start_listener(no_redis, log_dir, name="listener-no-redis")
+    with publisher() as pub:
+        for i in range(5):
+            pub.publish(f"{prefix}/t/s/d/telem", f"m{i}".encode())
+    first.wait_for_log("Redis unreachable")
+    first.signal(signal.SIGKILL)
+    first.popen.wait(10)
+    # Second life, same client id: the broker delivers again what was never acknowledged.
+    second = start_listener(env, log_dir, name="listener-redis")
+    try:
+        def all_five() -> list[bytes] | None:
+            got = [m[1] for _, messages in queued_chunks(env["CELERY_BROKER_URL"]) for m in messages]
+            return got if len(got) >= 5 else None
+
+        got = wait_until(all_five, what="the redelivered messages")
+    finally:
+        second.stop()
+    assert sorted(got) == [f"m{i}".encode() for i in range(5)]

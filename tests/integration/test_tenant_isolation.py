@@ -1,0 +1,110 @@
+"""Row-level security as the migrations set it up: readers and the writer see only their tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.support import unique
+
+pytestmark = pytest.mark.integration
+
+TABLES = ("ts_measure", "cmd_ack", "device_event", "ingest_errors")
+
+
+@pytest.fixture
+def tenants(database_url: str) -> Iterator[tuple[str, str]]:
+    """Two tenants with one row in every table, and one dead letter that has no tenant."""
+    a, b = unique("ta"), unique("tb")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for tenant in (a, b):
+            conn.execute("INSERT INTO ts_measure (tenant_id, device_id, point_id, ts, v_num) "
+                         "VALUES (%s, 'd', 'p', now(), 1)", (tenant,))
+            conn.execute("INSERT INTO cmd_ack (tenant_id, device_id, cmd_id, ok) VALUES (%s, 'd', 'c', true)",
+                         (tenant,))
+            conn.execute("INSERT INTO device_event (tenant_id, device_id, ts, type) VALUES (%s, 'd', now(), 'x')",
+                         (tenant,))
+            conn.execute("INSERT INTO ingest_errors (tenant_id, topic, payload, reason) "
+                         "VALUES (%s, 't', '\\x00', 'invalid_json')", (tenant,))
+        conn.execute("INSERT INTO ingest_errors (tenant_id, topic, payload, reason) "
+                     "VALUES (NULL, 'bad', '\\x00', 'invalid_topic')")
+    yield a, b
+
+
+def visible(database_url: str, role: str, tenant: str | None, table: str) -> set[str | None]:
+    with psycopg.connect(database_url) as conn:
+        conn.execute(f"SET ROLE {role}")
+        if tenant is not None:
+            conn.execute("SELECT set_config('app.tenant_id', %s, false)", (tenant,))
+        return {row[0] for row in conn.execute(f"SELECT DISTINCT tenant_id FROM {table}")}
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_a_reader_sees_only_its_tenant(database_url: str, tenants: tuple[str, str], table: str) -> None:
+    a, _ = tenants
+    assert visible(database_url, "tenant_reader", a, table) == {a}
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_a_reader_with_no_tenant_set_sees_nothing(database_url: str, tenants: tuple[str, str], table: str) -> None:
+    assert visible(database_url, "tenant_reader", None, table) == set()
+    assert visible(database_url, "tenant_reader", "", table) == set()
+
+
+@pytest.mark.parametrize("tricky", ["' OR '1'='1", "%", "_", "*", "ta%' --"])
+def test_a_tenant_id_with_sql_or_pattern_tricks_sees_nothing(
+    database_url: str, tenants: tuple[str, str], tricky: str
+) -> None:
+    for table in TABLES:
+        assert visible(database_url, "tenant_reader", tricky, table) == set()
+
+
+@pytest.mark.parametrize(("table", "insert"), [
+    ("ts_measure", "INSERT INTO ts_measure (tenant_id, device_id, point_id, ts) VALUES (%s, 'd', 'q', now())"),
+    ("cmd_ack", "INSERT INTO cmd_ack (tenant_id, device_id, cmd_id, ok) VALUES (%s, 'd', 'c2', true)"),
+    ("device_event", "INSERT INTO device_event (tenant_id, device_id, ts, type) VALUES (%s, 'd', now(), 'y')"),
+    ("ingest_errors", "INSERT INTO ingest_errors (tenant_id, topic, payload, reason) "
+                      "VALUES (%s, 't', '\\x00', 'invalid_json')"),
+])
+def test_the_writer_cannot_write_a_row_under_another_tenants_setting(
+    database_url: str, tenants: tuple[str, str], table: str, insert: str
+) -> None:
+    a, b = tenants
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET ROLE ingest_writer")
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (a,))
+        conn.execute(insert.encode(), (a,))  # its own tenant: allowed
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute(insert.encode(), (b,))
+
+
+def test_the_writer_cannot_change_another_tenants_ack(database_url: str, tenants: tuple[str, str]) -> None:
+    a, b = tenants
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET ROLE ingest_writer")
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (a,))
+        assert conn.execute("UPDATE cmd_ack SET ok = false WHERE tenant_id = %s", (b,)).rowcount == 0
+        conn.execute("RESET ROLE")
+        assert conn.execute("SELECT ok FROM cmd_ack WHERE tenant_id = %s", (b,)).fetchall() == [(True,)]
+
+
+def test_the_writer_adds_untenanted_dead_letters_only_with_no_tenant_set(
+    database_url: str, tenants: tuple[str, str]
+) -> None:
+    a, _ = tenants
+    insert = "INSERT INTO ingest_errors (tenant_id, topic, payload, reason) VALUES (NULL, 'x', '\\x00', 'invalid_topic')"
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET ROLE ingest_writer")
+        conn.execute(insert)
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (a,))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(insert)
+
+
+def test_the_writer_is_not_a_superuser_and_cannot_bypass_rls(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT rolsuper, rolbypassrls, rolcanlogin FROM pg_roles "
+                           "WHERE rolname = 'ingest_writer'").fetchone()
+    assert row == (False, False, False)
