@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(800, alias="INGEST_BATCH_SIZE", ge=1, le=50_000)
     batch_ms: int = Field(250, alias="INGEST_BATCH_MS", ge=1)
     max_payload_bytes: int = Field(65_536, alias="INGEST_MAX_PAYLOAD_BYTES", ge=1)
+    max_queue_chunks: int = Field(2_000, alias="INGEST_MAX_QUEUE_CHUNKS", ge=1)
     retry_max: int = Field(10, alias="INGEST_RETRY_MAX", ge=0)
     retry_backoff_s: float = Field(1.0, alias="INGEST_RETRY_BACKOFF_S", gt=0)
     retry_backoff_max_s: float = Field(60.0, alias="INGEST_RETRY_BACKOFF_MAX_S", gt=0)
@@ -80,6 +81,12 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         return value.upper() if value.lower() in ("debug", "info", "warning", "error", "critical") else value.lower()
+
+    @field_validator("mqtt_qos", mode="before")
+    @classmethod
+    def _qos_from_text(cls, value: object) -> object:
+        # The environment gives "1", which a Literal[0, 1, 2] does not coerce.
+        return int(value) if isinstance(value, str) and value.strip() in ("0", "1", "2") else value
 
     @field_validator("mqtt_url")
     @classmethod
@@ -131,10 +138,12 @@ _SECRET_FIELDS = frozenset({"mqtt_url", "celery_broker_url", "database_url", "fl
 def describe_error(exc: ValidationError) -> str:
     """One line naming the variable(s) that are wrong and why."""
     fields = Settings.model_fields
+    by_alias = {f.alias: n for n, f in fields.items() if f.alias}
     problems = []
     for err in exc.errors():
-        name = str(err["loc"][0]) if err["loc"] else "settings"
-        alias = fields[name].alias if name in fields else name
+        loc = str(err["loc"][0]) if err["loc"] else "settings"
+        name = by_alias.get(loc, loc)  # errors are located by alias (the variable's name)
+        alias = fields[name].alias if name in fields else loc
         shown = "" if name in _SECRET_FIELDS else f" (got {err.get('input')!r})"
         problems.append(f"{alias or name}: {err['msg']}{shown}")
     return "invalid setting " + "; ".join(problems)

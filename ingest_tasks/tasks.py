@@ -7,6 +7,7 @@ fork) and the retry-or-give-up decision. Refuses to parse, validate or build SQL
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -14,16 +15,17 @@ from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Reject
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 from ingest_tasks.app import PURGE_TASK, create_app
-from ingest_tasks.envelope import TASK_NAME, Chunk, from_wire
+from ingest_tasks import metrics, worker_metrics
+from ingest_tasks.envelope import QUEUE, TASK_NAME, Chunk, from_wire
 from ingest_tasks.errors import RetriesExhausted, TransientError
 from ingest_tasks.logs import configure_logging
-from ingest_tasks.pipeline import Outcome, Rejected, process_chunk
+from ingest_tasks.pipeline import Accepted, Outcome, Rejected, process_chunk
 from ingest_tasks.retry import RetryPolicy
 from ingest_tasks.settings import load_settings
-from ingest_tasks.store import Store, purge_dead_letters
+from ingest_tasks.store import Store, WriteResult, purge_dead_letters
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,11 @@ configure_logging(settings.log_level, settings.log_format)
 app = create_app(settings)
 policy = RetryPolicy(settings.retry_max, settings.retry_backoff_s, settings.retry_backoff_max_s)
 store = Store(settings.database_url)
+
+
+@worker_init.connect
+def _serve_metrics(**_: object) -> None:
+    worker_metrics.serve(settings.worker_metrics_port, settings.celery_broker_url, QUEUE)
 
 
 @worker_process_init.connect
@@ -46,6 +53,7 @@ def _open_connection(**_: object) -> None:
 @worker_process_shutdown.connect
 def _close_connection(**_: object) -> None:
     store.close()
+    worker_metrics.forget_process(os.getpid())
 
 
 @app.task(name=TASK_NAME, bind=True, max_retries=None, acks_late=True, reject_on_worker_lost=True)
@@ -58,7 +66,9 @@ def ingest_chunk(self: Task[Any, Any], chunk_id: str, messages: Sequence[Sequenc
     except TransientError as exc:
         retry_or_give_up(self, chunk, outcomes, exc)
         return
+    record(outcomes, result)
     stored = sum(n for table, n in result.rows.items() if table != "ingest_errors")
+    metrics.CHUNK_SECONDS.observe(time.monotonic() - started)
     log.info(
         "chunk %s: messages=%d rows=%d dead=%d in %.1f ms",
         chunk.id, len(chunk.messages), stored, len(result.dead), (time.monotonic() - started) * 1000,
@@ -70,16 +80,37 @@ def retry_or_give_up(task: Task[Any, Any], chunk: Chunk, outcomes: list[Outcome]
     retries = task.request.retries
     if not policy.exhausted(retries):
         countdown = policy.countdown(retries, random.random())
+        metrics.RETRIES.inc()
         log.warning("chunk %s: %s; retry %d in %.1f s", chunk.id, exc, retries + 1, countdown)
         requeue_later(task, countdown, exc)
     detail = f"gave up after {retries} retries; last error: {exc}"
     try:
-        store.dead_letter(chunk.id, give_up(chunk, outcomes, detail))
+        result = store.dead_letter(chunk.id, give_up(chunk, outcomes, detail))
     except TransientError as dlq_exc:
         # Not even the DLQ can be written: keep the chunk in Redis rather than drop it.
         log.error("chunk %s: retries exhausted and DLQ unreachable (%s); kept in the queue", chunk.id, dlq_exc)
         requeue_later(task, policy.cap_s, dlq_exc)
+    record([], result)
     log.error("chunk %s: retries exhausted, %d messages dead-lettered: %s", chunk.id, len(outcomes), exc)
+
+
+def record(outcomes: Sequence[Outcome], result: WriteResult) -> None:
+    """Count what a committed transaction stored (rejects the database refused are in `dead`)."""
+    dead = {r.seq for r in result.dead}
+    stored = [o for o in outcomes if isinstance(o, Accepted) and o.seq not in dead]
+    for kind in ("telem", "ack", "event"):
+        n = sum(1 for o in stored if o.kind == kind)
+        if n:
+            metrics.MESSAGES.labels(kind).inc(n)
+    metrics.POINTS.inc(sum(len(o.measures) for o in stored))
+    for reason in {r.reason for r in result.dead}:
+        metrics.ERRORS.labels(reason).inc(sum(1 for r in result.dead if r.reason == reason))
+    for table, n in result.rows.items():
+        metrics.ROWS.labels(table).inc(n)
+    now = time.time()
+    metrics.observe_latencies(
+        (o.device_ts for o in stored if o.device_ts is not None), (o.received_at for o in stored), now
+    )
 
 
 def requeue_later(task: Task[Any, Any], countdown: float, exc: Exception) -> NoReturn:

@@ -9,7 +9,11 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+import redis
+from prometheus_client import start_http_server
+
 from ingest_tasks.app import create_app
+from ingest_tasks.envelope import QUEUE
 from ingest_tasks.logs import configure_logging
 from ingest_tasks.settings import Settings, load_settings
 from listener.chunker import ChunkPolicy, Chunker
@@ -40,8 +44,13 @@ def build(settings: Settings) -> Listener:
     def subscriber(on_delivery: Callable[[Delivery], None]) -> Subscriber:
         return Subscriber(config, on_delivery, clock=time.time)
 
+    queue_client = redis.Redis.from_url(settings.celery_broker_url, socket_timeout=2, socket_connect_timeout=2)
+
+    def queue_depth() -> int:
+        return int(queue_client.llen(QUEUE))
+
     policy = ChunkPolicy(settings.batch_size, settings.batch_ms / 1000)
-    return Listener(create_app(settings), subscriber, Chunker(policy))
+    return Listener(create_app(settings), subscriber, Chunker(policy), queue_depth, settings.max_queue_chunks)
 
 
 def main() -> int:
@@ -55,6 +64,9 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+        log.info("listener metrics on :%d/metrics", settings.metrics_port)
     listener.run()
     return 0
 

@@ -28,31 +28,32 @@ class Chunker(Generic[T]):
     def __init__(self, policy: ChunkPolicy) -> None:
         self.policy = policy
         self._items: list[T] = []
-        self._oldest_at = 0.0
+        self._arrived: list[float] = []  # arrival time of each waiting item
 
     def __len__(self) -> int:
         return len(self._items)
 
     def add(self, item: T, now: float) -> None:
-        if not self._items:
-            self._oldest_at = now
         self._items.append(item)
+        self._arrived.append(now)
 
     def deadline(self) -> float | None:
         """When the waiting messages become due by age; None when nothing waits."""
-        return self._oldest_at + self.policy.max_age_s if self._items else None
+        return self._arrived[0] + self.policy.max_age_s if self._arrived else None
 
     def take_due(self, now: float) -> list[T] | None:
         """The next chunk if one is due (full, or its oldest is old enough), else None."""
         if len(self._items) >= self.policy.max_size:
-            chunk = self._items[: self.policy.max_size]
-            self._items = self._items[self.policy.max_size :]
-            return chunk
+            return self._take(self.policy.max_size)
         deadline = self.deadline()
         if deadline is not None and now >= deadline:
             return self.take_all()
         return None
 
     def take_all(self) -> list[T]:
-        chunk, self._items = self._items, []
+        return self._take(len(self._items))
+
+    def _take(self, count: int) -> list[T]:
+        chunk = self._items[:count]
+        del self._items[:count], self._arrived[:count]
         return chunk

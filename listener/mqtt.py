@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from ingest_tasks import metrics
 from ingest_tasks.settings import MqttAddress
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Subscriber:
         self._clock = clock
         self.generation = 0
         self.connected = threading.Event()
+        self._stopping = False
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -105,6 +107,7 @@ class Subscriber:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -126,11 +129,16 @@ class Subscriber:
                  flags.session_present, ",".join(filters), self.config.qos)
         client.subscribe([(f, SubscribeOptions(qos=self.config.qos)) for f in filters])
         self.connected.set()
+        metrics.MQTT_CONNECTED.set(1)
 
     def _handle_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: mqtt.DisconnectFlags,
                            reason: ReasonCode, _props: Properties | None) -> None:
         self.connected.clear()
-        log.warning("mqtt disconnected: %s; reconnecting with backoff", reason)
+        metrics.MQTT_CONNECTED.set(0)
+        if self._stopping:
+            log.info("mqtt disconnected: %s", reason)
+        else:
+            log.warning("mqtt disconnected: %s; reconnecting with backoff", reason)
 
     def _handle_subscribe(self, _client: mqtt.Client, _userdata: Any, mid: int,
                           reasons: list[ReasonCode], _props: Properties | None) -> None:

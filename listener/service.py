@@ -18,6 +18,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
+from ingest_tasks import metrics
 from ingest_tasks.envelope import QUEUE, TASK_NAME, Message, new_chunk_id, to_wire
 from listener.chunker import Chunker
 from listener.mqtt import Delivery, Subscriber
@@ -27,13 +28,18 @@ log = logging.getLogger(__name__)
 SEND_BACKOFF_MIN_S = 0.1
 SEND_BACKOFF_MAX_S = 5.0
 IDLE_WAKE_S = 0.05  # how often the loop looks at the clock when nothing is due
+QUEUE_POLL_S = 1.0  # how often the Redis queue depth is read
 
 
 class Listener:
     def __init__(self, app: Celery, subscriber_factory: Callable[[Callable[[Delivery], None]], Subscriber],
-                 chunker: Chunker[Delivery]) -> None:
+                 chunker: Chunker[Delivery], queue_depth: Callable[[], int], max_queue_chunks: int) -> None:
         self._app = app
         self._chunker = chunker
+        self._queue_depth = queue_depth
+        self._max_queue_chunks = max_queue_chunks
+        self._queue_checked_at = 0.0
+        self._queue_full = False
         self._inbox: deque[Delivery] = deque()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -56,6 +62,8 @@ class Listener:
                 self._wake.wait(self._seconds_until_due())
                 self._wake.clear()
                 self._drain_inbox()
+                if self._backlogged():
+                    continue
                 while (chunk := self._chunker.take_due(time.monotonic())) is not None:
                     self._send_and_ack(chunk)
             self._drain_inbox()
@@ -74,8 +82,36 @@ class Listener:
 
     def _drain_inbox(self) -> None:
         now = time.monotonic()
+        n = 0
         while self._inbox:
             self._chunker.add(self._inbox.popleft(), now)
+            n += 1
+        if n:
+            metrics.RECEIVED.inc(n)
+        metrics.BUFFERED.set(len(self._chunker))
+
+    def _backlogged(self) -> bool:
+        """True while the Redis queue holds too many chunks: then nothing is sent or acknowledged.
+
+        Unacknowledged messages stay with the broker, and MQTT's Receive Maximum stops it from
+        sending more, so the listener's memory stays bounded while the workers catch up.
+        """
+        now = time.monotonic()
+        if now - self._queue_checked_at < QUEUE_POLL_S:
+            return self._queue_full
+        self._queue_checked_at = now
+        try:
+            depth = self._queue_depth()
+        except (RedisError, OSError) as exc:
+            log.warning("cannot read the queue depth from Redis: %s", exc)
+            return self._queue_full
+        metrics.QUEUE_SIZE.set(depth)
+        full = depth >= self._max_queue_chunks
+        if full != self._queue_full:
+            log.warning("queue depth %d %s the limit of %d chunks: %s", depth, "reached" if full else "is under",
+                        self._max_queue_chunks, "holding back" if full else "resuming")
+        self._queue_full = full
+        return full
 
     def _send_and_ack(self, deliveries: list[Delivery]) -> None:
         chunk_id = new_chunk_id()
@@ -84,6 +120,8 @@ class Listener:
             return
         acked = sum(self.subscriber.ack(d) for d in deliveries)
         self.chunks_sent += 1
+        metrics.CHUNKS_ENQUEUED.inc()
+        metrics.BATCH_SIZE.observe(len(deliveries))
         log.debug("chunk %s: sent messages=%d acked=%d", chunk_id, len(deliveries), acked)
 
     def _send(self, chunk_id: str, wire: list[list[object]]) -> bool:
@@ -94,6 +132,7 @@ class Listener:
                 self._app.send_task(TASK_NAME, args=(chunk_id, wire), queue=QUEUE, retry=False)
                 return True
             except (OperationalError, RedisError, OSError) as exc:
+                metrics.ENQUEUE_FAILURES.inc()
                 if self._stopping.is_set() and backoff >= SEND_BACKOFF_MAX_S:
                     log.error("chunk %s: Redis still unreachable at shutdown; its %d messages stay "
                               "unacknowledged with the broker", chunk_id, len(wire))

@@ -1,0 +1,52 @@
+"""Transient failures retry with backoff; when the budget is spent the chunk is dead-lettered."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from ingest_tasks.app import create_app
+from ingest_tasks.envelope import QUEUE, TASK_NAME
+from ingest_tasks.settings import Settings
+from migrations.runner import apply_pending
+from tests.support import PG_ADMIN, execute, query, service_env, start_worker, unique, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_database() -> Iterator[str]:
+    """A database of this test's own, since the test takes privileges away from the writer."""
+    name = unique("traksense_retry_")
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    apply_pending(url)
+    yield url
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_chunk_that_keeps_failing_ends_in_the_dlq_as_retries_exhausted(
+    own_database: str, redis_db: int, log_dir: Path
+) -> None:
+    env = service_env(own_database, redis_db, unique("ts"), INGEST_RETRY_MAX="2",
+                      INGEST_RETRY_BACKOFF_S="0.2", INGEST_RETRY_BACKOFF_MAX_S="0.4")
+    execute(own_database, "REVOKE INSERT ON ts_measure FROM ingest_writer")
+    valid = b'{"schema":"v1","ts":"2025-10-07T15:30:00Z","points":[{"name":"a","t":"float","v":1}]}'
+    messages = [["traksense/acme/s/d/telem", valid, 1.0], ["traksense/acme/s/d/telem", b"\xffbad", 1.0]]
+    worker = start_worker(env, log_dir)
+    try:
+        app = create_app(Settings(CELERY_BROKER_URL=env["CELERY_BROKER_URL"]))  # type: ignore[call-arg]
+        app.send_task(TASK_NAME, args=(unique("chunk-"), messages), queue=QUEUE)
+        rows = wait_until(lambda: query(own_database, "SELECT tenant_id, payload, reason, detail "
+                                        "FROM ingest_errors ORDER BY chunk_seq"), what="the dead letters")
+    finally:
+        worker.stop()
+    assert [r[:3] for r in rows] == [("acme", valid, "retries_exhausted"), ("acme", b"\xffbad", "invalid_json")]
+    assert "gave up after 2 retries" in rows[0][3]
+    assert "permission denied" in rows[0][3]
+    assert worker.log().count("retry") >= 2
+    assert query(own_database, "SELECT count(*) FROM ts_measure") == [(0,)]
