@@ -8,6 +8,7 @@ run: setup migrate
 	$(VENV)/bin/honcho start -f Procfile
 
 test: setup
+	scripts/ensure-compose-validator.sh
 	$(VENV)/bin/pytest
 
 lint: venv

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 import shutil
 import tempfile
 from collections.abc import Sequence
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+TEMP_PREFIX = "ingest-worker-metrics-"
 
 
 def prepare_multiprocess(argv: Sequence[str]) -> None:
@@ -23,4 +25,16 @@ def prepare_multiprocess(argv: Sequence[str]) -> None:
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
     else:
-        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="ingest-worker-metrics-")
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix=TEMP_PREFIX)
+    # Celery's CLI loads Flower's command plugin, which imports prometheus-client before our app
+    # is found: make the value class it chose at import follow the directory we just set.
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
+
+
+def remove_multiprocess_dir() -> None:
+    """At worker shutdown, remove the directory if it is one this module made."""
+    directory = os.environ.get(MULTIPROC_ENV, "")
+    if os.path.basename(directory).startswith(TEMP_PREFIX):
+        shutil.rmtree(directory, ignore_errors=True)

@@ -15,13 +15,14 @@ from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Reject
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 
 from ingest_tasks.app import PURGE_TASK, create_app
 from ingest_tasks import metrics, worker_metrics
 from ingest_tasks.envelope import QUEUE, TASK_NAME, Chunk, from_wire
 from ingest_tasks.errors import RetriesExhausted, TransientError
 from ingest_tasks.logs import configure_logging
+from ingest_tasks.multiproc import remove_multiprocess_dir
 from ingest_tasks.pipeline import Accepted, Outcome, Rejected, process_chunk
 from ingest_tasks.retry import RetryPolicy
 from ingest_tasks.settings import load_settings
@@ -39,6 +40,11 @@ store = Store(settings.database_url)
 @worker_init.connect
 def _serve_metrics(**_: object) -> None:
     worker_metrics.serve(settings.worker_metrics_port, settings.celery_broker_url, QUEUE)
+
+
+@worker_shutdown.connect
+def _remove_metrics_dir(**_: object) -> None:
+    remove_multiprocess_dir()
 
 
 @worker_process_init.connect

@@ -1,0 +1,330 @@
+"""docker-compose.yml and its Mosquitto config, checked without a Docker engine.
+
+Two layers:
+- the Compose CLI (`docker compose` v2 or `docker-compose`) parses, interpolates and
+  schema-checks the file with `config`, which needs no daemon. A missing CLI is a failure, not
+  a skip: `scripts/ensure-compose-validator.sh` installs one.
+- assertions on the parsed YAML for what the delivery guarantees and the contract depend on:
+  durable Redis and Mosquitto, the shared app environment, one-shot migrations, scalable workers,
+  the process commands of CONTRACT.md.
+
+Not marked `integration`: it starts no server and runs in seconds. It lives here because it
+runs an external tool.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+MOSQUITTO_DIR = ROOT / "deploy" / "mosquitto"
+ENSURE_SCRIPT = "scripts/ensure-compose-validator.sh"
+
+APP_SERVICES = ("migrate", "listener", "worker", "beat", "flower")
+LONG_RUNNING = ("mqtt", "redis", "db", "listener", "worker", "beat", "flower", "celery-exporter")
+DEFAULT_PASSWORD = "traksense-dev"
+SHARED_ENV = {
+    "MQTT_URL": "mqtt://mqtt:1883",
+    "CELERY_BROKER_URL": "redis://redis:6379/0",
+    "DATABASE_URL": f"postgresql://postgres:{DEFAULT_PASSWORD}@db:5432/traksense",
+    "LOG_FORMAT": "json",
+}
+CONTRACT_COMMANDS = {
+    "migrate": ["python", "-m", "migrations"],
+    "listener": ["python", "-m", "listener"],
+    "worker": ["celery", "-A", "ingest_tasks", "worker"],
+    "beat": ["celery", "-A", "ingest_tasks", "beat"],
+    "flower": ["celery", "-A", "ingest_tasks", "flower"],
+}
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def compose_cli() -> list[str]:
+    """The first Compose CLI that runs here; fails the test when there is none."""
+    candidates = [["docker", "compose"], ["docker-compose"]]
+    for cli in candidates:
+        if shutil.which(cli[0]) is None:
+            continue
+        probe = subprocess.run([*cli, "version"], capture_output=True, timeout=60, check=False)
+        if probe.returncode == 0:
+            return cli
+    pytest.fail(
+        "no Docker Compose CLI found (neither `docker compose` nor `docker-compose`): "
+        f"run {ENSURE_SCRIPT} to install one"
+    )
+
+
+def run_compose(file: Path, *args: str, extra_env: dict[str, str] | None = None,
+                ) -> subprocess.CompletedProcess[str]:
+    # A clean environment and an empty env file (instead of a developer's .env next to the
+    # compose file): the outcome must not depend on what happens to be set on this machine.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+    env.update(extra_env or {})
+    with tempfile.TemporaryDirectory() as scratch:
+        empty_env = Path(scratch) / "empty.env"
+        empty_env.touch()
+        return subprocess.run(
+            [*compose_cli(), "-f", str(file), "--project-directory", str(file.parent),
+             "--env-file", str(empty_env), *args],
+            capture_output=True, text=True, timeout=120, check=False, env=env, cwd=file.parent,
+        )
+
+
+@cache
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def service(name: str) -> dict[str, Any]:
+    services: dict[str, dict[str, Any]] = compose()["services"]
+    assert name in services, f"docker-compose.yml has no service {name!r}"
+    return services[name]
+
+
+def as_mapping(env: dict[str, str] | list[str]) -> dict[str, str]:
+    if isinstance(env, dict):
+        return {k: str(v) for k, v in env.items()}
+    pairs = (item.partition("=") for item in env)
+    return {key: value for key, _, value in pairs}
+
+
+def command_of(svc: dict[str, Any]) -> list[str]:
+    cmd = svc["command"]
+    return cmd.split() if isinstance(cmd, str) else [str(part) for part in cmd]
+
+
+def default_of(value: str) -> str:
+    """`${VAR:-default}` -> `default`, as Compose interpolates it with VAR unset."""
+    while "${" in value:
+        start = value.index("${")
+        end = value.index("}", start)
+        inner = value[start + 2:end]
+        value = value[:start] + (inner.split(":-", 1)[1] if ":-" in inner else "") + value[end + 1:]
+    return value
+
+
+def published_ports(svc: dict[str, Any]) -> list[str]:
+    return [str(p) for p in svc.get("ports", [])]
+
+
+def mosquitto_conf() -> dict[str, list[str]]:
+    """Option name -> the values it is given (an option may repeat), comments skipped."""
+    options: dict[str, list[str]] = {}
+    for line in (MOSQUITTO_DIR / "mosquitto.conf").read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, _, value = line.strip().partition(" ")
+        options.setdefault(name, []).append(value.strip())
+    return options
+
+
+def iter_depends(svc: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    deps = svc.get("depends_on", {})
+    if isinstance(deps, list):
+        yield from ((d, "service_started") for d in deps)
+    else:
+        yield from ((d, spec.get("condition", "service_started")) for d, spec in deps.items())
+
+
+# --- the Compose CLI --------------------------------------------------------------------------
+
+
+def test_compose_cli_accepts_the_file() -> None:
+    result = run_compose(COMPOSE_FILE, "config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_cli_rejects_a_broken_file(tmp_path: Path) -> None:
+    # Guards against a validator that accepts anything.
+    broken = COMPOSE_FILE.read_text(encoding="utf-8").replace(
+        "condition: service_completed_successfully", "condition: service_finished", 1)
+    (tmp_path / "docker-compose.yml").write_text(broken, encoding="utf-8")
+    result = run_compose(tmp_path / "docker-compose.yml", "config", "-q")
+    assert result.returncode != 0
+
+
+def test_interpolated_env_reaches_every_app_service() -> None:
+    result = run_compose(COMPOSE_FILE, "config")
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    for name in APP_SERVICES:
+        env = as_mapping(resolved[name]["environment"])
+        for key, value in SHARED_ENV.items():
+            assert env.get(key) == value, f"{name}: {key}"
+
+
+def test_postgres_password_from_env_reaches_db_and_apps() -> None:
+    result = run_compose(COMPOSE_FILE, "config", extra_env={"POSTGRES_PASSWORD": "s3cret"})
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    assert as_mapping(resolved["db"]["environment"])["POSTGRES_PASSWORD"] == "s3cret"
+    for name in APP_SERVICES:
+        url = as_mapping(resolved[name]["environment"])["DATABASE_URL"]
+        assert url == "postgresql://postgres:s3cret@db:5432/traksense", name
+
+
+# --- durability: Redis and Mosquitto ----------------------------------------------------------
+
+
+def test_redis_has_append_only_file_on_a_volume() -> None:
+    redis = service("redis")
+    assert str(redis["image"]).startswith("redis:7")
+    args = command_of(redis)
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--appendfsync") + 1] in ("everysec", "always")
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert any(str(v).endswith(":/data") for v in redis["volumes"])
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+
+
+def test_mosquitto_gets_our_config_and_a_data_volume() -> None:
+    mqtt = service("mqtt")
+    assert str(mqtt["image"]).startswith("eclipse-mosquitto:2")
+    volumes = [str(v) for v in mqtt["volumes"]]
+    assert "./deploy/mosquitto:/mosquitto/config:ro" in volumes
+    data_volume = next(v.split(":")[0] for v in volumes if v.split(":")[1] == "/mosquitto/data")
+    assert data_volume in compose()["volumes"], "mosquitto data must be a named volume"
+    assert "1883:1883" in published_ports(mqtt)
+
+
+def test_mosquitto_keeps_the_queue_of_an_offline_listener() -> None:
+    conf = mosquitto_conf()
+    assert conf["listener"] == ["1883"]
+    assert conf["persistence"] == ["true"]
+    assert conf["persistence_location"] == ["/mosquitto/data/"]
+    assert int(conf["autosave_interval"][0]) <= 300  # stock 1800 s loses too much on a crash
+    assert int(conf["max_queued_messages"][0]) >= 100_000  # stock 1000 drops telemetry
+    assert conf["max_queued_bytes"] == ["0"]
+    assert "max_packet_size" not in conf  # oversized payloads must reach the DLQ
+    assert "memory_limit" not in conf
+
+
+def test_mosquitto_anonymous_access_is_a_documented_dev_default() -> None:
+    text = (MOSQUITTO_DIR / "mosquitto.conf").read_text(encoding="utf-8")
+    assert mosquitto_conf()["allow_anonymous"] == ["true"]
+    assert "password_file" in text
+
+
+def test_db_is_timescale_with_a_volume_and_a_health_check() -> None:
+    db = service("db")
+    assert db["image"] == "timescale/timescaledb:latest-pg16"
+    env = as_mapping(db["environment"])
+    assert default_of(env["POSTGRES_PASSWORD"]) == DEFAULT_PASSWORD
+    assert any(str(v).endswith(":/var/lib/postgresql/data") for v in db["volumes"])
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    assert not published_ports(db)
+    assert not published_ports(service("redis"))
+
+
+# --- the app services -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_has_the_shared_env(name: str) -> None:
+    env = {k: default_of(v) for k, v in as_mapping(service(name)["environment"]).items()}
+    for key, value in SHARED_ENV.items():
+        assert env.get(key) == value, f"{name}: {key}"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_runs_the_contract_command(name: str) -> None:
+    expected = CONTRACT_COMMANDS[name]
+    assert command_of(service(name))[: len(expected)] == expected
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_services_share_one_image_built_here(name: str) -> None:
+    svc = service(name)
+    assert svc["build"] in (".", {"context": "."})
+    assert svc["image"] == service("listener")["image"]
+
+
+def test_migrate_is_one_shot_after_the_database() -> None:
+    migrate = service("migrate")
+    assert migrate.get("restart", "no") == "no"
+    assert dict(iter_depends(migrate)) == {"db": "service_healthy"}
+
+
+@pytest.mark.parametrize("name", [n for n in APP_SERVICES if n != "migrate"])
+def test_app_service_waits_for_migrations(name: str) -> None:
+    deps = dict(iter_depends(service(name)))
+    assert deps.get("migrate") == "service_completed_successfully"
+    assert deps.get("redis") == "service_healthy"
+
+
+@pytest.mark.parametrize("name", LONG_RUNNING)
+def test_long_running_service_restarts(name: str) -> None:
+    assert service(name).get("restart") in ("unless-stopped", "always")
+
+
+def test_worker_scales() -> None:
+    worker = service("worker")
+    assert "container_name" not in worker
+    assert "hostname" not in worker
+    assert not published_ports(worker)
+
+
+def test_worker_health_check_pings_its_own_node() -> None:
+    test = service("worker")["healthcheck"]["test"]
+    # CMD-SHELL so that the shell expands HOSTNAME; $$ so that Compose leaves `$` to the shell.
+    assert test[0] == "CMD-SHELL"
+    assert "celery -A ingest_tasks inspect ping -d celery@$$HOSTNAME" in test[1]
+
+
+def test_listener_health_check_uses_the_health_module() -> None:
+    assert service("listener")["healthcheck"]["test"] == ["CMD", "python", "-m", "listener.health"]
+    assert dict(iter_depends(service("listener"))).get("mqtt") == "service_healthy"
+
+
+def test_metrics_ports_stay_internal() -> None:
+    assert "9100" in [str(p) for p in service("listener")["expose"]]
+    assert "9101" in [str(p) for p in service("worker")["expose"]]
+    for name, svc in compose()["services"].items():
+        for port in published_ports(svc):
+            assert "9100" not in port and "9101" not in port, f"{name} publishes {port}"
+
+
+def test_flower_requires_basic_auth() -> None:
+    flower = service("flower")
+    auth = default_of(as_mapping(flower["environment"])["FLOWER_BASIC_AUTH"])
+    assert ":" in auth and auth.split(":", 1)[1]
+    assert "5555:5555" in published_ports(flower)
+    assert "5555/healthcheck" in " ".join(flower["healthcheck"]["test"])
+
+
+def test_celery_exporter_reads_the_broker_on_9808() -> None:
+    exporter = service("celery-exporter")
+    assert str(exporter["image"]).split(":")[0] == "danihodovic/celery-exporter"
+    assert "--broker-url=redis://redis:6379/0" in command_of(exporter)
+    assert "9808:9808" in published_ports(exporter)
+
+
+# --- the image --------------------------------------------------------------------------------
+
+
+def test_dockerfile_builds_a_small_non_root_image() -> None:
+    lines = [ln.strip() for ln in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()]
+    assert "FROM python:3.11-slim" in lines
+    for package in ("ingest_tasks", "listener", "migrations"):
+        assert f"COPY {package}/ {package}/" in lines
+    users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert lines[-1] == 'CMD ["python", "-m", "listener"]'
+    ignore = [ln.strip() for ln in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+              if ln.strip() and not ln.startswith("#")]
+    assert ignore[0] == "*", ".dockerignore should exclude everything not listed"
+    assert "!.env" not in ignore
