@@ -43,7 +43,9 @@ def find_nul(value: object, path: str = "") -> str | None:
         return path if "\x00" in value else None
     if isinstance(value, dict):
         for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
+            # The path goes into the DLQ detail (a text column), so the NUL itself is escaped.
+            shown = key.replace("\x00", "\\u0000")
+            where = f"{path}.{shown}" if path else shown
             if "\x00" in key:
                 return where
             found = find_nul(item, where)
@@ -67,6 +69,8 @@ def _json_object(value: dict[str, Any]) -> dict[str, Any]:
 def parse_timestamp(value: object) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"must be an ISO 8601 string with offset or Z, got {type(value).__name__}")
+    if "\x00" in value:  # fromisoformat stops reading at a NUL and would accept the rest
+        raise ValueError(NUL_MESSAGE)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

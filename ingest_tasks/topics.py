@@ -27,8 +27,8 @@ def parse_topic(topic: str) -> Route:
     levels = topic.split("/")
     if len(levels) != LEVELS:
         raise InvalidTopic(f"topic must have {LEVELS} levels prefix/tenant/site/device/kind, got {len(levels)}")
-    _, tenant, site, device, kind = levels
-    for name, value in (("tenant", tenant), ("site", site), ("device", device)):
+    prefix, tenant, site, device, kind = levels
+    for name, value in (("prefix", prefix), ("tenant", tenant), ("site", site), ("device", device)):
         if not value:
             raise InvalidTopic(f"topic level {name} is empty")
         if "\x00" in value:
