@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TOPICS = "traksense/+/+/+/telem,traksense/+/+/+/ack,traksense/+/+/+/event"
@@ -122,6 +122,15 @@ class Settings(BaseSettings):
             raise ValueError("must be user:password")
         return value
 
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> Settings:
+        if self.retry_backoff_s > self.retry_backoff_max_s:
+            raise ValueError(
+                f"INGEST_RETRY_BACKOFF_S ({self.retry_backoff_s}) must not exceed "
+                f"INGEST_RETRY_BACKOFF_MAX_S ({self.retry_backoff_max_s})"
+            )
+        return self
+
     @property
     def mqtt(self) -> MqttAddress:
         return parse_mqtt_url(self.mqtt_url)
@@ -141,7 +150,10 @@ def describe_error(exc: ValidationError) -> str:
     by_alias = {f.alias: n for n, f in fields.items() if f.alias}
     problems = []
     for err in exc.errors():
-        loc = str(err["loc"][0]) if err["loc"] else "settings"
+        if not err["loc"]:  # a rule across variables: its message names them; the input is everything
+            problems.append(err["msg"].removeprefix("Value error, "))
+            continue
+        loc = str(err["loc"][0])
         name = by_alias.get(loc, loc)  # errors are located by alias (the variable's name)
         alias = fields[name].alias if name in fields else loc
         shown = "" if name in _SECRET_FIELDS else f" (got {err.get('input')!r})"

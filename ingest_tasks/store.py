@@ -111,9 +111,10 @@ class Store:
             conn = self.connect()
             try:
                 with conn.transaction():
-                    return self._write(conn, chunk_id, accepted, rejected)
+                    return write_outcomes(conn, chunk_id, accepted, rejected)
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
-                log.warning("chunk %s: refused as a whole (%s); writing message by message", chunk_id, exc.sqlstate)
+                log.warning("chunk %s: refused as a whole (%s); writing message by message",
+                            chunk_id, exc.sqlstate)
                 with conn.transaction():
                     return self._write_each(conn, chunk_id, accepted, rejected)
 
@@ -121,7 +122,7 @@ class Store:
         with self._failing_over():
             conn = self.connect()
             with conn.transaction():
-                return self._write(conn, chunk_id, [], list(rejected))
+                return write_outcomes(conn, chunk_id, [], list(rejected))
 
     @contextmanager
     def _failing_over(self) -> Iterator[None]:
@@ -141,37 +142,38 @@ class Store:
         for message in accepted:
             try:
                 with conn.transaction():  # a savepoint: only this message's rows are undone
-                    part = self._write(conn, chunk_id, [message], [])
+                    part = write_outcomes(conn, chunk_id, [message], [])
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
                 rejected.append(refused(message, exc, chunk_id))
                 continue
             for table, n in part.rows.items():
                 result.rows[table] += n
-        dead = self._write(conn, chunk_id, [], sorted(rejected, key=lambda r: r.seq))
+        dead = write_outcomes(conn, chunk_id, [], sorted(rejected, key=lambda r: r.seq))
         result.dead = dead.dead
         result.rows["ingest_errors"] = dead.rows["ingest_errors"]
         return result
 
-    def _write(
-        self, conn: psycopg.Connection[tuple[object, ...]], chunk_id: str,
-        accepted: Sequence[Accepted], rejected: Sequence[Rejected],
-    ) -> WriteResult:
-        result = WriteResult(dead=list(rejected))
-        with conn.cursor() as cur:
-            stage_measures(cur, accepted)
-            for tenant, messages in by_tenant(accepted).items():
-                cur.execute(SET_TENANT, (tenant,))
-                cur.execute(INSERT_MEASURES, (tenant,))
-                result.rows["ts_measure"] += max(cur.rowcount, 0)
-                result.rows["cmd_ack"] += upsert_acks(cur, messages)
-                result.rows["device_event"] += insert_events(cur, messages)
-            for tenant, dead in by_tenant(rejected).items():
-                cur.execute(SET_TENANT, (tenant or "",))
-                cur.executemany(INSERT_DEAD, [
-                    (r.tenant, r.topic, r.payload, r.reason, r.detail, chunk_id, r.seq) for r in dead
-                ])
-                result.rows["ingest_errors"] += len(dead)
-        return result
+
+def write_outcomes(
+conn: psycopg.Connection[tuple[object, ...]], chunk_id: str,
+    accepted: Sequence[Accepted], rejected: Sequence[Rejected],
+) -> WriteResult:
+    result = WriteResult(dead=list(rejected))
+    with conn.cursor() as cur:
+        stage_measures(cur, accepted)
+        for tenant, messages in by_tenant(accepted).items():
+            cur.execute(SET_TENANT, (tenant,))
+            cur.execute(INSERT_MEASURES, (tenant,))
+            result.rows["ts_measure"] += max(cur.rowcount, 0)
+            result.rows["cmd_ack"] += upsert_acks(cur, messages)
+            result.rows["device_event"] += insert_events(cur, messages)
+        for tenant, dead in by_tenant(rejected).items():
+            cur.execute(SET_TENANT, (tenant or "",))
+            cur.executemany(INSERT_DEAD, [
+                (r.tenant, r.topic, r.payload, r.reason, r.detail, chunk_id, r.seq) for r in dead
+            ])
+            result.rows["ingest_errors"] += len(dead)
+    return result
 
 
 def refused(message: Accepted, exc: psycopg.Error, chunk_id: str) -> Rejected:

@@ -264,3 +264,18 @@ def test_parse_mqtt_url(url: str, address: MqttAddress) -> None:
 def test_parse_mqtt_url_rejects(url: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         parse_mqtt_url(url)
+
+
+def test_a_backoff_larger_than_its_cap_stops_the_process_naming_both(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INGEST_RETRY_BACKOFF_S", "90")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:s3cret@db/x")
+    with pytest.raises(SystemExit) as exited:
+        load_settings()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "INGEST_RETRY_BACKOFF_S (90.0) must not exceed INGEST_RETRY_BACKOFF_MAX_S (60.0)" in err
+    assert "s3cret" not in err
