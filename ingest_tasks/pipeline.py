@@ -8,8 +8,8 @@ raises and never affects its neighbours. No I/O here: no database, broker, clock
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ from ingest_tasks.errors import (
     UnknownSchema,
     ValidationFailed,
 )
+from ingest_tasks.fastpath import fast_v1_rows
 from ingest_tasks.models import AckV1, EventV1, TelemetryV1, find_nul, validate
 from ingest_tasks.topics import Route, parse_topic
 
@@ -99,6 +100,9 @@ def parse_json(payload: bytes) -> dict[str, Any]:
 def to_accepted(seq: int, route: Route, message: Message, document: dict[str, Any]) -> Accepted:
     accepted = partial(Accepted, seq, route.tenant, route.kind, message.topic, message.payload)
     if route.kind == "telem":
+        fast = fast_v1_rows(route.tenant, route.device, document) if document.get("schema") == "v1" else None
+        if fast is not None:
+            return accepted(measures=fast[0], device_ts=fast[1], received_at=message.received_at)
         telemetry = (
             validate(TelemetryV1, document)
             if document.get("schema") == "v1"

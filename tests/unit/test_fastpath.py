@@ -1,0 +1,86 @@
+"""The fast path never accepts what the pydantic models refuse, and agrees on every value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest_tasks.errors import PermanentError
+from ingest_tasks.fastpath import fast_v1_rows
+from ingest_tasks.models import TelemetryV1, validate
+from ingest_tasks.pipeline import measure_rows
+from ingest_tasks.topics import Route
+
+ROUTE = Route("acme", "s1", "dev", "telem")
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5),
+    st.sampled_from(["", "\x00", "a\x00b"]),
+)
+json_values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)), max_leaves=8)
+TYPED = {
+    "float": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**64), 2**64)),
+    "int": st.integers(-(2**64), 2**64),
+    "bool": st.booleans(),
+    "enum": st.text(max_size=5),
+    "text": st.text(max_size=5),
+}
+
+
+@st.composite
+def points(draw: st.DrawFn) -> dict[str, Any]:
+    """Mostly well-typed points, some with a wrong value, a bad name or unit, or a missing key."""
+    t = draw(st.sampled_from([*TYPED, "p"]))
+    odd = draw(st.integers(0, 9))  # 0 wrong value, 1 bad name, 2 bad unit, 3 a key missing, else fine
+    value = draw(scalars if odd == 0 else TYPED.get(t, scalars))
+    name = draw(st.sampled_from(["", "a\x00", 7]) if odd == 1 else st.text(min_size=1, max_size=4))
+    unit = draw(st.sampled_from([1, "\x00"]) if odd == 2 else st.one_of(st.none(), st.text(max_size=3)))
+    point = {"name": name, "t": t, "v": value, "u": unit, "x": 1}
+    dropped = {draw(st.sampled_from(["name", "t", "v", "u", "x"]))} if odd == 3 else set()
+    return {k: v for k, v in point.items() if k not in dropped}
+
+
+timestamps = st.one_of(
+    st.just("2025-10-07T15:30:00Z"),
+    st.sampled_from(["2025-10-07T15:30:00Z", "2025-10-07T15:30:00+02:00", "2025-10-07T15:30:00",
+                     "2025-10-07 15:30:00.123+00:00", "garbage", "2025-10-07T15:30:00Z\x00"]),
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    scalars,
+)
+documents = st.fixed_dictionaries(
+    {"schema": st.just("v1"), "ts": timestamps,
+     "points": st.one_of(st.lists(points(), max_size=3), st.lists(points(), max_size=3), scalars)},
+    optional={"meta": st.one_of(
+        st.just({"fw": "1.2.3"}), st.dictionaries(st.text(max_size=4), json_values, max_size=3), json_values,
+    )},
+)
+
+
+def slow_rows(document: dict[str, Any]) -> tuple[Any, ...] | None:
+    try:
+        return measure_rows(ROUTE, validate(TelemetryV1, document))
+    except PermanentError:
+        return None
+
+
+@settings(max_examples=3000)
+@given(documents)
+def test_the_fast_path_accepts_only_what_pydantic_accepts_with_the_same_rows(
+    document: dict[str, Any],
+) -> None:
+    fast = fast_v1_rows(ROUTE.tenant, ROUTE.device, document)
+    if fast is not None:
+        assert fast[0] == slow_rows(document)
+
+
+def test_the_fast_path_takes_an_ordinary_message() -> None:
+    document = {"schema": "v1", "ts": "2025-10-07T15:30:00Z", "meta": {"fw": "1"},
+                "points": [{"name": "a", "t": "float", "v": 1}, {"name": "b", "t": "bool", "v": True},
+                           {"name": "c", "t": "enum", "v": "X", "u": "u"}, {"name": "d", "t": "int", "v": 3}]}
+    fast = fast_v1_rows(ROUTE.tenant, ROUTE.device, document)
+    assert fast is not None
+    assert fast[0] == slow_rows(document)
