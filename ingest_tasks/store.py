@@ -218,26 +218,3 @@ def insert_events(cur: psycopg.Cursor[tuple[object, ...]], messages: Sequence[Ac
         cur.executemany(INSERT_EVENT, rows)
     return len(rows)
 
-
-PURGE_BATCH = 5_000
-PURGE_ONE_BATCH = """
-DELETE FROM ingest_errors WHERE id IN (
-    SELECT id FROM ingest_errors WHERE ts < now() - make_interval(days => %s)
-    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
-)
-"""
-
-
-def purge_dead_letters(dsn: str, older_than_days: int, batch: int = PURGE_BATCH) -> int:
-    """Delete DLQ rows older than the retention, a bounded batch per transaction.
-
-    Runs as the operator role of `dsn` (it must bypass RLS to see every tenant's rows). SKIP
-    LOCKED lets two purges run at once without waiting on each other or deleting a row twice.
-    """
-    removed = 0
-    with translate_errors(), psycopg.connect(dsn, autocommit=True) as conn:
-        while True:
-            deleted = conn.execute(PURGE_ONE_BATCH, (older_than_days, batch)).rowcount
-            removed += deleted
-            if deleted < batch:
-                return removed

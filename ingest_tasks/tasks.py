@@ -19,6 +19,7 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 
 from ingest_tasks.app import PURGE_TASK, create_app
 from ingest_tasks import metrics, worker_metrics
+from ingest_tasks.dead_letters import purge_dead_letters
 from ingest_tasks.envelope import QUEUE, TASK_NAME, Chunk, from_wire
 from ingest_tasks.errors import RetriesExhausted, TransientError
 from ingest_tasks.logs import configure_logging
@@ -26,7 +27,7 @@ from ingest_tasks.multiproc import remove_multiprocess_dir
 from ingest_tasks.pipeline import Accepted, Outcome, Rejected, process_chunk
 from ingest_tasks.retry import RetryPolicy
 from ingest_tasks.settings import load_settings
-from ingest_tasks.store import Store, WriteResult, purge_dead_letters
+from ingest_tasks.store import Store, WriteResult
 
 log = logging.getLogger(__name__)
 
