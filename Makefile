@@ -2,12 +2,12 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint setup venv services migrate clean
+.PHONY: run test lint setup venv exporter-env services migrate clean
 
-run: setup migrate
+run: setup migrate exporter-env
 	$(VENV)/bin/honcho start -f Procfile
 
-test: setup
+test: setup exporter-env
 	scripts/ensure-compose-validator.sh
 	$(VENV)/bin/pytest
 
@@ -20,6 +20,10 @@ setup: venv services
 venv:
 	scripts/python-env.sh
 
+# celery-exporter in a virtualenv of its own: its pins clash with .venv's.
+exporter-env:
+	scripts/exporter-env.sh
+
 services:
 	scripts/services.sh
 
@@ -27,4 +31,4 @@ migrate: setup
 	$(PY) -m migrations
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-exporter .run .pytest_cache .mypy_cache .ruff_cache

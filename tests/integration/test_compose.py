@@ -32,7 +32,8 @@ MOSQUITTO_DIR = ROOT / "deploy" / "mosquitto"
 ENSURE_SCRIPT = "scripts/ensure-compose-validator.sh"
 
 APP_SERVICES = ("migrate", "listener", "worker", "beat", "flower")
-LONG_RUNNING = ("mqtt", "redis", "db", "listener", "worker", "beat", "flower", "celery-exporter")
+LONG_RUNNING = ("mqtt", "redis", "db", "listener", "worker", "beat", "flower", "celery-exporter",
+                "prometheus", "grafana")
 DEFAULT_PASSWORD = "traksense-dev"
 SHARED_ENV = {
     "MQTT_URL": "mqtt://mqtt:1883",
@@ -311,6 +312,36 @@ def test_celery_exporter_reads_the_broker_on_9808() -> None:
     assert str(exporter["image"]).split(":")[0] == "danihodovic/celery-exporter"
     assert "--broker-url=redis://redis:6379/0" in command_of(exporter)
     assert "9808:9808" in published_ports(exporter)
+
+
+def mounts(svc: dict[str, Any]) -> dict[str, str]:
+    """Container path -> host path of a service's bind mounts (`./host:/container[:ro]`)."""
+    binds = (str(v).split(":") for v in svc.get("volumes", []))
+    return {parts[1]: parts[0] for parts in binds if parts[0].startswith("./")}
+
+
+def test_prometheus_scrapes_compose_services_from_the_repo_config() -> None:
+    prometheus = service("prometheus")
+    config_dir = mounts(prometheus)["/etc/prometheus"]
+    config = yaml.safe_load((ROOT / config_dir / "prometheus.yml").read_text(encoding="utf-8"))
+    hosts = {target.split(":")[0] for job in config["scrape_configs"]
+             for static in job.get("static_configs", []) for target in static["targets"]}
+    hosts |= {name for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])
+              for name in sd["names"]}
+    assert hosts == {"listener", "worker", "flower", "celery-exporter"}
+    assert hosts <= compose()["services"].keys()
+    assert "127.0.0.1:9090:9090" in published_ports(prometheus)
+
+
+def test_grafana_gets_the_provisioning_and_the_dashboard() -> None:
+    grafana = service("grafana")
+    binds = mounts(grafana)
+    assert binds["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    home = as_mapping(grafana["environment"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    directory, _, file = home.rpartition("/")
+    assert (ROOT / binds[directory] / file).is_file()
+    assert dict(iter_depends(grafana)) == {"prometheus": "service_healthy"}
+    assert default_of(as_mapping(grafana["environment"])["GF_SECURITY_ADMIN_PASSWORD"])
 
 
 # --- the image --------------------------------------------------------------------------------
