@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint setup venv exporter-env services migrate clean
+.PHONY: run test lint setup venv exporter-env services migrate clean bench
 
 run: setup migrate exporter-env
 	$(VENV)/bin/honcho start -f Procfile
@@ -32,3 +32,10 @@ migrate: setup
 
 clean:
 	rm -rf $(VENV) .venv-exporter .run .pytest_cache .mypy_cache .ruff_cache
+
+BENCH_ARGS ?=
+
+# End-to-end benchmark: its own database, Redis index and Mosquitto; results in bench-results/.
+bench: setup
+	$(VENV)/bin/pip install -q -r requirements-bench.txt
+	$(PY) -m bench $(BENCH_ARGS)
