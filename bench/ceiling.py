@@ -77,7 +77,7 @@ def make_client(job: CounterJob, on_message: Any, on_subscribe: Any) -> mqtt.Cli
     client.on_message = on_message
     client.on_subscribe = on_subscribe
     client.on_connect = lambda c, *_a: c.subscribe([(TOPIC_FILTER, SubscribeOptions(qos=1))])
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = job.session_expiry_s
     props.ReceiveMaximum = RECEIVE_MAXIMUM
     client.connect(job.host, job.port, 60, clean_start=False, properties=props)

@@ -40,7 +40,7 @@ app.conf.update(
 _conn: list[psycopg.Connection[tuple[Any, ...]]] = []
 
 
-@worker_process_init.connect  # type: ignore[untyped-decorator]
+@worker_process_init.connect
 def _connect(**_: object) -> None:
     conn = psycopg.connect(os.environ["DATABASE_URL"])
     conn.execute("SET ROLE ingest_writer")
@@ -72,7 +72,7 @@ def parse(payload: bytes) -> tuple[datetime, list[dict[str, Any]], str]:
     return ts, points, json.dumps(doc.get("meta"))
 
 
-@app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
+@app.task(name=TASK_NAME)
 def store_message(topic: str, payload: bytes) -> None:
     _prefix, tenant, _site, device, _kind = topic.split("/")
     conn = _conn[0]

@@ -42,7 +42,7 @@ def main() -> int:
         CallbackAPIVersion.VERSION2, client_id=os.environ["MQTT_CLIENT_ID"], protocol=mqtt.MQTTv5
     )
     client.on_message, client.on_connect, client.on_subscribe = on_message, on_connect, on_subscribe
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = int(os.environ.get("MQTT_SESSION_EXPIRY", "60"))
     client.connect("127.0.0.1", int(os.environ["BENCH_MQTT_PORT"]), 60, clean_start=False, properties=props)
 

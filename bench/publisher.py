@@ -69,7 +69,7 @@ def connect(job: PublisherJob, inflight: Inflight) -> mqtt.Client:
     client.max_inflight_messages_set(job.window)
     client.max_queued_messages_set(0)
     client.on_publish = inflight.acked
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 0
     client.connect(job.host, job.port, 60, clean_start=True, properties=props)
     deadline = time.monotonic() + CONNECT_TIMEOUT_S

@@ -11,10 +11,12 @@ import sys
 
 def __getattr__(name: str) -> object:
     if name in ("app", "celery"):
-        from ingest_tasks.multiproc import prepare_multiprocess
+        # Imported here, not at the top: the multiprocess-metrics directory must be set first,
+        # and the listener imports this package without wanting the worker's modules.
+        from ingest_tasks.multiproc import prepare_multiprocess  # noqa: PLC0415
 
         prepare_multiprocess(sys.argv)
-        from ingest_tasks.tasks import app
+        from ingest_tasks.tasks import app  # noqa: PLC0415
 
         return app
     raise AttributeError(name)

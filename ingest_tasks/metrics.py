@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from prometheus_client import Counter, Gauge, Histogram
+
 # Buckets that resolve 10 ms to 60 s.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 400, 800, 1600, 3200)
-
-from prometheus_client import Counter, Gauge, Histogram
 
 # Contract metrics.
 MESSAGES = Counter("ingest_messages", "Messages stored as rows, by kind", ["type"])

@@ -17,8 +17,8 @@ from celery import Task
 from celery.exceptions import Reject
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 
-from ingest_tasks.app import PURGE_TASK, create_app
 from ingest_tasks import metrics, worker_metrics
+from ingest_tasks.app import PURGE_TASK, create_app
 from ingest_tasks.dead_letters import purge_dead_letters
 from ingest_tasks.envelope import QUEUE, TASK_NAME, Chunk, from_wire
 from ingest_tasks.errors import RetriesExhausted, TransientError

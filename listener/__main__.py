@@ -16,7 +16,7 @@ from ingest_tasks.app import create_app
 from ingest_tasks.envelope import QUEUE
 from ingest_tasks.logs import configure_logging
 from ingest_tasks.settings import Settings, load_settings
-from listener.chunker import ChunkPolicy, Chunker
+from listener.chunker import Chunker, ChunkPolicy
 from listener.mqtt import Delivery, Subscriber, SubscriberConfig
 from listener.service import Listener
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -26,6 +28,7 @@ import redis
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -164,7 +167,7 @@ def publisher() -> Iterator[Publisher]:
 def query(database_url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
     """Read as the operator (superuser: RLS does not hide rows from it)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        return conn.execute(sql.encode(), params).fetchall()  # type: ignore[call-overload,no-any-return]
+        return conn.execute(sql.encode(), params).fetchall()
 
 
 def execute(database_url: str, sql: str) -> None:
@@ -192,8 +195,6 @@ def queued_chunks(redis_url: str, queue: str = "ingest") -> list[tuple[str, list
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -201,10 +202,6 @@ def free_port() -> int:
 
 def scrape(port: int) -> dict[str, float]:
     """A /metrics page as {'name{label="v"}': value}, samples of every family."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     samples = {}

@@ -22,7 +22,7 @@ class Adapter(Protocol):
     def normalize(self, document: dict[str, Any]) -> TelemetryV1: ...
 
 
-ADAPTERS: tuple[Adapter, ...] = (parsec_v1,)  # type: ignore[assignment]
+ADAPTERS: tuple[Adapter, ...] = (parsec_v1,)
 
 
 def normalize_vendor(document: object) -> TelemetryV1:

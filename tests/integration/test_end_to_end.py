@@ -172,7 +172,7 @@ def test_the_same_chunk_twice_adds_rows_once(pipeline: Pipeline) -> None:
         [pipeline.topic(tenant, "d", "ack"), ack, 1.0],
         [pipeline.topic(tenant, "d"), b"garbage", 1.0],
     ]
-    app = create_app(Settings(CELERY_BROKER_URL=pipeline.redis_url))  # type: ignore[call-arg]
+    app = create_app(Settings(CELERY_BROKER_URL=pipeline.redis_url))
     chunk_id = unique("chunk-")
     for _ in range(2):
         app.send_task(TASK_NAME, args=(chunk_id, messages), queue=QUEUE)
@@ -209,7 +209,8 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_its_chunk_stored(pi
     try:
         with publisher() as pub:
             for i, value in enumerate([1.0, 1e301, 2.0]):
-                pub.publish(pipeline.topic(tenant, f"d{i}"), {**V1, "points": [{"name": "p", "t": "float", "v": value}]})
+                point = {"name": "p", "t": "float", "v": value}
+                pub.publish(pipeline.topic(tenant, f"d{i}"), {**V1, "points": [point]})
         rows = wait_until(lambda: dead_letters(pipeline, "tenant_id = %s", tenant), what="the dead letter")
         wait_rows(pipeline, "ts_measure", tenant, 2)
     finally:

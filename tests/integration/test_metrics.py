@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from tests.support import (
-    VENV_BIN, count, free_port, publisher, scrape, service_env, start_listener, start_worker, unique, wait_until,
+    VENV_BIN,
+    count,
+    free_port,
+    publisher,
+    scrape,
+    service_env,
+    start_listener,
+    start_worker,
+    unique,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -36,8 +45,11 @@ def test_counters_move_by_exactly_what_was_sent(database_url: str, redis_db: int
             pub.publish(f"{prefix}/{tenant}/s/d/telem", b'{"schema":"v1"}')
         wait_until(lambda: count(database_url, "ingest_errors", tenant) == 3
                    and count(database_url, "ts_measure", tenant) == 21, what="all rows")
-        w = wait_until(lambda: (m := scrape(worker_port)).get("ingest_points_total") == 21 and m,
-                       what="worker metrics")
+        def worker_done() -> dict[str, float] | None:
+            samples = scrape(worker_port)
+            return samples if samples.get("ingest_points_total") == 21 else None
+
+        w = wait_until(worker_done, what="worker metrics")
         lst = scrape(listener_port)
     finally:
         listener.stop()
@@ -66,13 +78,14 @@ def test_the_listener_health_check_passes_only_while_connected(
 ) -> None:
     port = free_port()
     env = service_env(database_url, redis_db, unique("ts"), METRICS_PORT=str(port))
-    check = [str(VENV_BIN / "python"), "-m", "listener.health"]
+    health = [str(VENV_BIN / "python"), "-m", "listener.health"]
     listener = start_listener(env, log_dir)
     try:
-        healthy = subprocess.run(check, env={**env, "PATH": ""}, capture_output=True, text=True, timeout=20)
+        healthy = subprocess.run(health, env={**env, "PATH": ""}, capture_output=True, text=True, timeout=20,
+                                 check=False)
     finally:
         listener.stop()
-    unhealthy = subprocess.run(check, env=env, capture_output=True, text=True, timeout=20)
+    unhealthy = subprocess.run(health, env=env, capture_output=True, text=True, timeout=20, check=False)
     assert healthy.returncode == 0, healthy.stderr
     assert unhealthy.returncode == 1
     assert "metrics endpoint" in unhealthy.stderr

@@ -39,7 +39,7 @@ def test_a_chunk_that_keeps_failing_ends_in_the_dlq_as_retries_exhausted(
     messages = [["traksense/acme/s/d/telem", valid, 1.0], ["traksense/acme/s/d/telem", b"\xffbad", 1.0]]
     worker = start_worker(env, log_dir)
     try:
-        app = create_app(Settings(CELERY_BROKER_URL=env["CELERY_BROKER_URL"]))  # type: ignore[call-arg]
+        app = create_app(Settings(CELERY_BROKER_URL=env["CELERY_BROKER_URL"]))
         app.send_task(TASK_NAME, args=(unique("chunk-"), messages), queue=QUEUE)
         rows = wait_until(lambda: query(own_database, "SELECT tenant_id, payload, reason, detail "
                                         "FROM ingest_errors ORDER BY chunk_seq"), what="the dead letters")

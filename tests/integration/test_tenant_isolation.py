@@ -94,7 +94,8 @@ def test_the_writer_adds_untenanted_dead_letters_only_with_no_tenant_set(
     database_url: str, tenants: tuple[str, str]
 ) -> None:
     a, _ = tenants
-    insert = "INSERT INTO ingest_errors (tenant_id, topic, payload, reason) VALUES (NULL, 'x', '\\x00', 'invalid_topic')"
+    insert = ("INSERT INTO ingest_errors (tenant_id, topic, payload, reason) "
+              "VALUES (NULL, 'x', '\\x00', 'invalid_topic')")
     with psycopg.connect(database_url) as conn:
         conn.execute("SET ROLE ingest_writer")
         conn.execute(insert)
