@@ -35,5 +35,5 @@ def parse_topic(topic: str) -> Route:
             raise InvalidTopic(f"topic level {name} contains NUL")
     if kind not in KINDS:
         raise InvalidTopic(f"topic kind must be one of {', '.join(KINDS)}, got {kind[:40]!r}")
-    return Route(tenant, site, device, kind)  # type: ignore[arg-type]
+    return Route(tenant, site, device, kind)
 
