@@ -1,4 +1,4 @@
-"""All SQL; the only module that imports psycopg.
+"""The SQL of storing chunks (the DLQ tooling's is in dead_letters.py).
 
 Writes a chunk's outcomes in one transaction: measurements by binary COPY into a temporary
 staging table then `INSERT ... SELECT ... ON CONFLICT DO NOTHING` per tenant (PostgreSQL refuses
@@ -155,9 +155,10 @@ class Store:
 
 
 def write_outcomes(
-conn: psycopg.Connection[tuple[object, ...]], chunk_id: str,
+    conn: psycopg.Connection[tuple[object, ...]], chunk_id: str,
     accepted: Sequence[Accepted], rejected: Sequence[Rejected],
 ) -> WriteResult:
+    """Write rows and dead letters on `conn` inside the caller's transaction, as the writer role."""
     result = WriteResult(dead=list(rejected))
     with conn.cursor() as cur:
         stage_measures(cur, accepted)
