@@ -6,6 +6,7 @@ are tables of timestamps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -49,6 +50,14 @@ class Chunker(Generic[T]):
         if deadline is not None and now >= deadline:
             return self.take_all()
         return None
+
+    def take_out(self, chosen: Callable[[T], bool]) -> list[T]:
+        """Remove the waiting items `chosen` selects; the others keep their place and arrival time."""
+        taken = [item for item in self._items if chosen(item)]
+        kept = [(item, at) for item, at in zip(self._items, self._arrived, strict=True) if not chosen(item)]
+        self._items = [item for item, _ in kept]
+        self._arrived = [at for _, at in kept]
+        return taken
 
     def take_all(self) -> list[T]:
         return self._take(len(self._items))

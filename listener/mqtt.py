@@ -76,6 +76,7 @@ class Subscriber:
         self._on_delivery = on_delivery
         self._clock = clock
         self.generation = 0
+        self.session_present = False  # whether the broker kept our session at the last connect
         self.connected = threading.Event()
         self._stopping = False
         self.client = self._make_client()
@@ -123,6 +124,7 @@ class Subscriber:
         if reason.is_failure:
             log.error("mqtt connect refused: %s", reason)
             return
+        self.session_present = bool(flags.session_present)
         self.generation += 1
         filters = subscription_filters(self.config.topics, self.config.shared_group)
         log.info("mqtt connected (session present=%s); subscribing to %s at qos %d",

@@ -4,6 +4,12 @@ The paho network thread only appends deliveries to an inbox. This loop moves the
 chunker, sends each due chunk to Redis (retrying with backoff for as long as Redis is away) and
 only then acknowledges the chunk's messages, in arrival order. A crash at any point therefore
 leaves every unacknowledged message with the broker, which delivers it again.
+
+While the MQTT connection is down nothing is sent: a message can only be acknowledged on the
+connection that delivered it, and a broker that kept the session delivers it again. So after a
+reconnect with the session present, messages of the old connection still waiting here are held
+back until the broker redelivers them (the new copy, which can be acknowledged, replaces the
+old); those it does not redeliver within `REDELIVERY_WAIT_S` are sent anyway, unacknowledged.
 """
 
 from __future__ import annotations
@@ -29,6 +35,14 @@ SEND_BACKOFF_MIN_S = 0.1
 SEND_BACKOFF_MAX_S = 5.0
 IDLE_WAKE_S = 0.05  # how often the loop looks at the clock when nothing is due
 QUEUE_POLL_S = 1.0  # how often the Redis queue depth is read
+REDELIVERY_WAIT_S = 5.0  # after a reconnect, how long old deliveries wait for the broker's copy
+
+RedeliveryKey = tuple[int, str, bytes]
+
+
+def redelivery_key(d: Delivery) -> RedeliveryKey:
+    # A broker resends an unacknowledged message of a resumed session with its packet id.
+    return (d.mid, d.topic, d.payload)
 
 
 class Listener:
@@ -38,8 +52,13 @@ class Listener:
         self._chunker = chunker
         self._queue_depth = queue_depth
         self._max_queue_chunks = max_queue_chunks
-        self._queue_checked_at = 0.0
+        self._queue_checked_at = -QUEUE_POLL_S
+        self._queue_depth_seen = 0
+        self._sent_since_poll = 0  # chunks sent since the depth was read: the queue holds them too
         self._queue_full = False
+        self._generation = 0  # the MQTT connection the loop last saw
+        self._awaiting: dict[RedeliveryKey, Delivery] = {}  # old deliveries the broker should resend
+        self._awaiting_until = 0.0
         self._inbox: deque[Delivery] = deque()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -61,11 +80,11 @@ class Listener:
             while not self._stopping.is_set():
                 self._wake.wait(self._seconds_until_due())
                 self._wake.clear()
+                self._follow_reconnect()
                 self._drain_inbox()
-                if self._backlogged():
-                    continue
-                while (chunk := self._chunker.take_due(time.monotonic())) is not None:
+                while not self._held() and (chunk := self._chunker.take_due(time.monotonic())) is not None:
                     self._send_and_ack(chunk)
+            self._release_awaiting()
             self._drain_inbox()
             if len(self._chunker):
                 log.info("stopping: sending the last %d buffered messages", len(self._chunker))
@@ -74,21 +93,54 @@ class Listener:
             self.subscriber.stop()
         log.info("listener stopped after %d chunks", self.chunks_sent)
 
+    def _held(self) -> bool:
+        """Nothing is sent while MQTT is disconnected or the Redis queue is full."""
+        return not self.subscriber.connected.is_set() or self._backlogged()
+
     def _seconds_until_due(self) -> float:
         deadline = self._chunker.deadline()
-        if deadline is None:
+        if deadline is None or self._queue_full or not self.subscriber.connected.is_set():
             return IDLE_WAKE_S
         return max(0.0, min(IDLE_WAKE_S, deadline - time.monotonic()))
 
     def _drain_inbox(self) -> None:
         now = time.monotonic()
+        if self._awaiting and now >= self._awaiting_until:
+            self._release_awaiting()
         n = 0
         while self._inbox:
-            self._chunker.add(self._inbox.popleft(), now)
+            delivery = self._inbox.popleft()
+            if self._awaiting:
+                self._awaiting.pop(redelivery_key(delivery), None)  # the broker's copy replaces ours
+            self._chunker.add(delivery, now)
             n += 1
         if n:
             metrics.RECEIVED.inc(n)
-        metrics.BUFFERED.set(len(self._chunker))
+        metrics.BUFFERED.set(len(self._chunker) + len(self._awaiting))
+
+    def _follow_reconnect(self) -> None:
+        """After a reconnect that resumed the session, hold back what the old connection delivered."""
+        generation = self.subscriber.generation
+        if generation == self._generation:
+            return
+        self._generation = generation
+        if not self.subscriber.session_present:
+            return  # nothing will be resent: the old deliveries go out unacknowledged
+        old = self._chunker.take_out(lambda d: d.generation != generation)
+        self._awaiting.update((redelivery_key(d), d) for d in old)
+        self._awaiting_until = time.monotonic() + REDELIVERY_WAIT_S
+        if old:
+            log.info("mqtt session resumed: %d buffered messages wait for the broker's copy", len(old))
+
+    def _release_awaiting(self) -> None:
+        if not self._awaiting:
+            return
+        log.warning("%d messages were not resent after the reconnect; sending them unacknowledged",
+                    len(self._awaiting))
+        now = time.monotonic()
+        for delivery in self._awaiting.values():
+            self._chunker.add(delivery, now)
+        self._awaiting.clear()
 
     def _backlogged(self) -> bool:
         """True while the Redis queue holds too many chunks: then nothing is sent or acknowledged.
@@ -97,21 +149,27 @@ class Listener:
         sending more, so the listener's memory stays bounded while the workers catch up.
         """
         now = time.monotonic()
-        if now - self._queue_checked_at < QUEUE_POLL_S:
-            return self._queue_full
-        self._queue_checked_at = now
+        if now - self._queue_checked_at >= QUEUE_POLL_S:
+            self._queue_checked_at = now
+            self._read_queue_depth()
+        # Between two reads, every chunk sent counts: else one second at full speed overshoots.
+        depth = self._queue_depth_seen + self._sent_since_poll
+        full = depth >= self._max_queue_chunks
+        if full != self._queue_full:
+            log.warning("queue depth %d %s the limit of %d chunks: %s", depth,
+                        "reached" if full else "is under", self._max_queue_chunks,
+                        "holding back" if full else "resuming")
+        self._queue_full = full
+        return full
+
+    def _read_queue_depth(self) -> None:
         try:
             depth = self._queue_depth()
         except (RedisError, OSError) as exc:
             log.warning("cannot read the queue depth from Redis: %s", exc)
-            return self._queue_full
+            return
         metrics.QUEUE_SIZE.set(depth)
-        full = depth >= self._max_queue_chunks
-        if full != self._queue_full:
-            log.warning("queue depth %d %s the limit of %d chunks: %s", depth, "reached" if full else "is under",
-                        self._max_queue_chunks, "holding back" if full else "resuming")
-        self._queue_full = full
-        return full
+        self._queue_depth_seen, self._sent_since_poll = depth, 0
 
     def _send_and_ack(self, deliveries: list[Delivery]) -> None:
         chunk_id = new_chunk_id()
@@ -120,6 +178,7 @@ class Listener:
             return
         acked = sum(self.subscriber.ack(d) for d in deliveries)
         self.chunks_sent += 1
+        self._sent_since_poll += 1
         metrics.CHUNKS_ENQUEUED.inc()
         metrics.BATCH_SIZE.observe(len(deliveries))
         log.debug("chunk %s: sent messages=%d acked=%d", chunk_id, len(deliveries), acked)

@@ -1,0 +1,137 @@
+"""Fixtures of the fault suite: owned broker, Redis and database, and the processes under test.
+
+Every fault is injected into an instance the test starts itself (see `services`); the shared
+services of the machine are only used for a fresh database on the shared PostgreSQL when the
+test does not stop PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from migrations.runner import apply_pending
+from tests.faults.load import Load, LoadPlan
+from tests.faults.services import OwnedMosquitto, OwnedPostgres, OwnedRedis
+from tests.support import PG_ADMIN, Process, service_env, start_listener, start_worker, unique
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+QUEUE = "ingest"
+
+
+@dataclass
+class Rig:
+    """One pipeline under test: its own broker, Redis and database, and the processes it started."""
+
+    mosquitto: OwnedMosquitto
+    redis: OwnedRedis
+    database_url: str
+    log_dir: Path
+    prefix: str = field(default_factory=lambda: unique("ts"))
+    client_id: str = field(default_factory=lambda: unique("faults-listener-"))
+    settings: dict[str, str] = field(default_factory=dict)
+    processes: list[Process] = field(default_factory=list)
+    loads: list[Load] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        env = service_env(self.database_url, 0, self.prefix, MQTT_CLIENT_ID=self.client_id,
+                          MQTT_SESSION_EXPIRY="600", INGEST_BATCH_MS="250")
+        env["CELERY_BROKER_URL"] = self.redis.url()
+        env["MQTT_URL"] = self.mosquitto.url
+        env.update(self.settings)
+        return env
+
+    def start_listener(self, name: str = "listener") -> Process:
+        proc = start_listener(self.env(), self.log_dir, name=name)
+        self.processes.append(proc)
+        return proc
+
+    def start_worker(self, name: str = "worker", concurrency: int = 2) -> Process:
+        proc = start_worker(self.env(), self.log_dir, name=name, concurrency=concurrency)
+        self.processes.append(proc)
+        return proc
+
+    def supervise(self, worker: Process) -> Process:
+        """What a supervisor (compose `restart: unless-stopped`) does: start a worker again if it exited."""
+        if worker.popen.poll() is None:
+            return worker
+        return self.start_worker(name=f"{worker.name}-restarted")
+
+    def load(self, **plan: object) -> Load:
+        load = Load(LoadPlan(self.prefix, **plan), self.mosquitto.port)  # type: ignore[arg-type]
+        self.loads.append(load)
+        return load
+
+    def queue_drained(self) -> bool:
+        """Nothing waits in Redis: no chunk queued, none delivered to a worker and unacknowledged."""
+        client = self.redis.client()
+        return int(client.llen(QUEUE)) == 0 and int(client.hlen("unacked")) == 0
+
+    def close(self) -> None:
+        for load in self.loads:
+            load.close()
+        for proc in self.processes:
+            if proc.popen.poll() is None:
+                with contextlib.suppress(AssertionError):  # stop() kills what does not stop; the
+                    proc.stop(timeout=15)  # test's own result is what matters
+
+
+@pytest.fixture
+def mosquitto(log_dir: Path) -> Iterator[OwnedMosquitto]:
+    broker = OwnedMosquitto(log_dir)
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def redis_server(log_dir: Path) -> Iterator[OwnedRedis]:
+    server = OwnedRedis(log_dir)
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def owned_postgres() -> Iterator[OwnedPostgres]:
+    cluster = OwnedPostgres()
+    cluster.start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def shared_database() -> Iterator[str]:
+    """A fresh database on the shared PostgreSQL, for tests that never stop PostgreSQL."""
+    name = unique("traksense_faults_")
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    apply_pending(url)
+    yield url
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def rig(mosquitto: OwnedMosquitto, redis_server: OwnedRedis, shared_database: str,
+        log_dir: Path) -> Iterator[Rig]:
+    r = Rig(mosquitto, redis_server, shared_database, log_dir)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def rig_own_pg(mosquitto: OwnedMosquitto, redis_server: OwnedRedis, owned_postgres: OwnedPostgres,
+               log_dir: Path) -> Iterator[tuple[Rig, OwnedPostgres]]:
+    r = Rig(mosquitto, redis_server, owned_postgres.migrated_database("traksense"), log_dir)
+    yield r, owned_postgres
+    r.close()
+    if not owned_postgres.running:
+        owned_postgres.start()  # so that close() finds it in a known state
+

@@ -1,0 +1,69 @@
+"""Scenario 6: PostgreSQL down longer than the retry budget: retries_exhausted, then a replay lands all."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests.faults.conftest import Rig
+from tests.faults.load import Expected, assert_exact_state
+from tests.faults.services import OwnedPostgres
+from tests.support import ROOT, VENV_BIN, execute, query, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+OUTAGE_S = 8
+CATCH_UP_S = 3
+REFUSING_S = 1  # the replay moves about 100 messages a second: keep what it has to move small
+RETRY = {"INGEST_RETRY_MAX": "2", "INGEST_RETRY_BACKOFF_S": "0.2", "INGEST_RETRY_BACKOFF_MAX_S": "0.5"}
+
+
+def settled_with_given_up_chunks(rig: Rig, expected: Expected, points: int) -> tuple[int] | None:
+    """Exhausted messages once every chunk is done: each message is stored or in the DLQ exactly once."""
+    if not rig.queue_drained():
+        return None
+    (rows, exhausted, invalid), = query(rig.database_url, """
+        SELECT (SELECT count(*) FROM ts_measure),
+               (SELECT count(*) FROM ingest_errors WHERE reason = 'retries_exhausted'),
+               (SELECT count(*) FROM ingest_errors WHERE reason <> 'retries_exhausted')""")
+    done = rows + exhausted * points == expected.rows and invalid == len(expected.dead)
+    return (int(exhausted),) if done else None
+
+
+def test_chunks_given_up_during_a_long_postgres_outage_are_replayed_from_the_dlq_exactly_once(
+    rig_own_pg: tuple[Rig, OwnedPostgres],
+) -> None:
+    rig, postgres = rig_own_pg
+    rig.settings.update(RETRY)
+    worker = rig.start_worker()
+    rig.start_listener()
+    load = rig.load(messages=20_000, rate=1_000).start()
+    expected = load.plan.expected()
+
+    # Down far beyond the budget: a chunk cannot even be dead-lettered, so it stays in Redis.
+    load.wait_published(0.2)
+    postgres.stop()
+    time.sleep(OUTAGE_S)
+    postgres.start()
+    time.sleep(CATCH_UP_S)  # the parked chunks land
+    # Back, but refusing the writer's rows for a while (as a read-only failover target would):
+    # now the budget runs out with the DLQ writable, and chunks end there as retries_exhausted.
+    execute(rig.database_url, "REVOKE INSERT ON ts_measure FROM ingest_writer")
+    time.sleep(REFUSING_S)
+    execute(rig.database_url, "GRANT INSERT ON ts_measure TO ingest_writer")
+    load.finish()
+
+    (exhausted,) = wait_until(lambda: settled_with_given_up_chunks(rig, expected, load.plan.points), 90,
+                              interval=0.5, what="every chunk stored or given up")
+    assert "retries exhausted and DLQ unreachable" in worker.log()  # parked in Redis during the outage
+    assert exhausted > 0
+
+    replay = subprocess.run([str(VENV_BIN / "python"), "-m", "ingest_tasks.dlq", "replay",
+                             "--reason", "retries_exhausted"], cwd=ROOT, env={**os.environ, **rig.env()},
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert replay.returncode == 0, replay.stderr
+    assert f"landed={exhausted} still_invalid=0 refused=0" in replay.stdout
+    assert_exact_state(rig.database_url, expected)
