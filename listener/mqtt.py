@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import logging
 import ssl
+import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import repeat
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.client import PUBACK
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -37,6 +40,51 @@ KEEPALIVE_S = 30
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 RECEIVE_MAXIMUM_LIMIT = 65_535
+_PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, packet id: MQTT 3.1.1 and 5
+
+
+READ_SIZE = 65_536  # bytes read from the broker's socket at a time
+
+
+class BatchReadingClient(mqtt.Client):
+    """paho's Client, reading the socket 64 KiB at a time and handling every buffered packet per wake-up.
+
+    paho reads each packet with three or more recv calls and handles one packet per select();
+    at thousands of messages a second that is most of the listener's CPU. The protocol handling
+    stays paho's own: only where its bytes come from changes. (paho is pinned: this relies on
+    `_sock_recv`, `_packet_read` and `_loop_rc_handle`.)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_buffer = b""
+        self._read_pos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._read_pos >= len(self._read_buffer):
+            data = super()._sock_recv(READ_SIZE)  # BlockingIOError when nothing is there
+            if not data:
+                return data  # the connection closed
+            self._read_buffer, self._read_pos = data, 0
+        start = self._read_pos
+        self._read_pos = min(len(self._read_buffer), start + bufsize)
+        return self._read_buffer[start:self._read_pos]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        # Packets already in our buffer would not wake select(): handle them now.
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None \
+                and self._read_pos < len(self._read_buffer):
+            rc = self._packet_read()
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+        return rc
+
+    def reconnect(self) -> MQTTErrorCode:
+        self._read_buffer, self._read_pos = b"", 0  # bytes of the old connection mean nothing now
+        return super().reconnect()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +131,7 @@ class Subscriber:
 
     def _make_client(self) -> mqtt.Client:
         c = self.config
-        client = mqtt.Client(
+        client = BatchReadingClient(
             CallbackAPIVersion.VERSION2, client_id=c.client_id,
             protocol=mqtt.MQTTv5, manual_ack=True,
         )
@@ -118,6 +166,22 @@ class Subscriber:
             return False
         self.client.ack(delivery.mid, delivery.qos)
         return True
+
+    def ack_all(self, deliveries: Sequence[Delivery]) -> int:
+        """Acknowledge a chunk's messages of the current connection, in arrival order.
+
+        paho's `ack` queues one packet per message and wakes its network thread for each; for
+        the QoS 1 messages of a chunk this queues their PUBACKs as one write instead, the same
+        bytes paho would send (`Client._send_command_with_mid`), at a fraction of the CPU.
+        """
+        current = [d for d in deliveries if d.qos > 0 and d.generation == self.generation]
+        pubacks = [d.mid for d in current if d.qos == 1]
+        if pubacks:
+            self.client._packet_queue(PUBACK, b"".join(map(_PUBACK.pack, repeat(PUBACK), repeat(2), pubacks)), 0, 0)
+        for d in current:
+            if d.qos == 2:
+                self.client.ack(d.mid, d.qos)
+        return len(current)
 
     def _handle_connect(self, client: mqtt.Client, _userdata: Any, flags: mqtt.ConnectFlags,
                         reason: ReasonCode, _props: Properties | None) -> None:
@@ -155,4 +219,5 @@ class Subscriber:
             topic = msg.topic
         except UnicodeDecodeError:  # brokers should refuse such topics; keep the message anyway
             topic = msg._topic.decode("utf-8", "replace")
-        self._on_delivery(Delivery(topic, msg.payload, self._clock(), msg.mid, msg.qos, self.generation))
+        payload = cast(bytes, msg.payload)  # paho hands over bytes; its annotation also allows bytearray
+        self._on_delivery(Delivery(topic, payload, self._clock(), msg.mid, msg.qos, self.generation))

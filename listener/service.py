@@ -176,7 +176,7 @@ class Listener:
         wire = to_wire(Message(d.topic, d.payload, d.received_at) for d in deliveries)
         if not self._send(chunk_id, wire):
             return
-        acked = sum(self.subscriber.ack(d) for d in deliveries)
+        acked = self.subscriber.ack_all(deliveries)
         self.chunks_sent += 1
         self._sent_since_poll += 1
         metrics.CHUNKS_ENQUEUED.inc()

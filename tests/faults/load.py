@@ -115,7 +115,7 @@ class Device(threading.Thread):
         self.client.max_inflight_messages_set(INFLIGHT)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(1, 2)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 0
         self.client.connect(host, port, 30, clean_start=True, properties=props)
         self.client.loop_start()
