@@ -6,6 +6,7 @@ The identifiers come from the topic only; a payload never overrides them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from ingest_tasks.errors import InvalidTopic
@@ -23,6 +24,9 @@ class Route:
     kind: Kind
 
 
+# A fleet publishes on the same topics over and over: remember the routes of recent ones.
+# (An invalid topic raises, and lru_cache does not keep exceptions.)
+@lru_cache(maxsize=65_536)
 def parse_topic(topic: str) -> Route:
     levels = topic.split("/")
     if len(levels) != LEVELS:
