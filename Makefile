@@ -37,5 +37,4 @@ BENCH_ARGS ?=
 
 # End-to-end benchmark: its own database, Redis index and Mosquitto; results in bench-results/.
 bench: setup
-	$(VENV)/bin/pip install -q -r requirements-bench.txt
 	$(PY) -m bench $(BENCH_ARGS)

@@ -5,26 +5,18 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import psycopg
 import pytest
 import redis
-from psycopg import sql
 
-from migrations.runner import apply_pending
-from tests.support import PG_ADMIN, REDIS_HOST, unique
+from tests.support import REDIS_HOST, fresh_database
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A database made for this test session by the project's own migrations, dropped at the end."""
-    name = unique("traksense_test_")
-    url = urlsplit(PG_ADMIN)._replace(path=f"/{name}").geturl()
-    apply_pending(url)
-    yield url
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database() as url:
+        yield url
 
 
 _used_redis_dbs: set[int] = set()

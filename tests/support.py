@@ -29,6 +29,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
+
+from migrations.runner import apply_pending
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -168,6 +171,20 @@ def query(database_url: str, sql: str, params: tuple[object, ...] = ()) -> list[
     """Read as the operator (superuser: RLS does not hide rows from it)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         return conn.execute(sql.encode(), params).fetchall()
+
+
+@contextmanager
+def fresh_database(prefix: str = "traksense_test_") -> Iterator[str]:
+    """A new database made by the project's own migrations (so they are tested on every run),
+    dropped afterwards; its URL."""
+    name = unique(prefix)
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    apply_pending(url)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def execute(database_url: str, sql: str) -> None:

@@ -12,14 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from migrations.runner import apply_pending
 from tests.faults.load import Load, LoadPlan
 from tests.faults.services import OwnedMosquitto, OwnedPostgres, OwnedRedis
-from tests.support import PG_ADMIN, Process, service_env, start_listener, start_worker, unique
+from tests.support import Process, fresh_database, service_env, start_listener, start_worker, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -110,12 +107,8 @@ def owned_postgres() -> Iterator[OwnedPostgres]:
 @pytest.fixture
 def shared_database() -> Iterator[str]:
     """A fresh database on the shared PostgreSQL, for tests that never stop PostgreSQL."""
-    name = unique("traksense_faults_")
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    apply_pending(url)
-    yield url
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database("traksense_faults_") as url:
+        yield url
 
 
 @pytest.fixture

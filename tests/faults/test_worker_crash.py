@@ -14,13 +14,26 @@ from tests.support import Process
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
+def ticks_of(pids: list[int]) -> dict[int, int]:
+    """CPU ticks of the processes that still exist (a pool process may exit between two reads)."""
+    ticks = {}
+    for pid in pids:
+        try:
+            ticks[pid] = cpu_ticks(pid)
+        except FileNotFoundError:
+            continue
+    return ticks
+
+
 def kill_a_busy_pool_process(worker: Process, attempts: int = 40) -> int:
     """SIGKILL the pool process that is using the CPU until one dies holding a chunk; its pid."""
     for _ in range(attempts):
-        children = pool_children(worker.popen.pid)
-        before = {pid: cpu_ticks(pid) for pid in children}
+        before = ticks_of(pool_children(worker.popen.pid))
         time.sleep(0.03)
-        busiest = max(children, key=lambda pid: cpu_ticks(pid) - before[pid])
+        after = ticks_of(list(before))
+        if not after:
+            continue  # the pool was being replaced (a killed process's successor not up yet)
+        busiest = max(after, key=lambda pid: after[pid] - before[pid])
         sigkill(busiest)
         time.sleep(0.5)
         if "WorkerLostError" in worker.log():  # Celery says the process died with a task in hand

@@ -15,43 +15,26 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from ingest_tasks.dead_letters import purge_dead_letters
-from migrations.runner import apply_pending
-from tests.support import PG_ADMIN, ROOT, count, execute, query, unique
+from tests.support import ROOT, count, execute, fresh_database, query, unique
 
 pytestmark = pytest.mark.integration
 
 TS = "2025-10-07T15:30:00Z"
 
 
-def make_database() -> str:
-    name = unique("traksense_dlq_")
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    apply_pending(url)
-    return url
-
-
-def drop_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 @pytest.fixture(scope="module")
 def db() -> Iterator[str]:
-    url = make_database()
-    yield url
-    drop_database(url)
+    with fresh_database("traksense_dlq_") as url:
+        yield url
 
 
 @pytest.fixture
 def empty_db() -> Iterator[str]:
     """A database whose DLQ holds only what the test puts there, for purges of every tenant."""
-    url = make_database()
-    yield url
-    drop_database(url)
+    with fresh_database("traksense_dlq_") as url:
+        yield url
 
 
 def dlq(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -5,15 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from ingest_tasks.app import create_app
 from ingest_tasks.envelope import QUEUE, TASK_NAME
 from ingest_tasks.settings import Settings
-from migrations.runner import apply_pending
-from tests.support import PG_ADMIN, execute, query, service_env, start_worker, unique, wait_until
+from tests.support import execute, fresh_database, query, service_env, start_worker, unique, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -21,12 +18,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def own_database() -> Iterator[str]:
     """A database of this test's own, since the test takes privileges away from the writer."""
-    name = unique("traksense_retry_")
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    apply_pending(url)
-    yield url
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database("traksense_retry_") as url:
+        yield url
 
 
 def test_a_chunk_that_keeps_failing_ends_in_the_dlq_as_retries_exhausted(
