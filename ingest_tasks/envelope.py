@@ -36,6 +36,12 @@ def new_chunk_id() -> str:
     return uuid.uuid4().hex
 
 
+def args_summary(chunk_id: str, wire: Sequence[object]) -> str:
+    """What Celery shows of a chunk's arguments (its `argsrepr`: task headers and events, Flower,
+    the worker's debug log) instead of a repr of the payloads, which must never reach a log."""
+    return f"({chunk_id!r}, <{len(wire)} messages>)"
+
+
 def to_wire(messages: Iterable[Message]) -> list[WireMessage]:
     return [[m.topic, m.payload, m.received_at] for m in messages]
 

@@ -20,7 +20,7 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from ingest_tasks import metrics, worker_metrics
 from ingest_tasks.app import PURGE_TASK, create_app
 from ingest_tasks.dead_letters import purge_dead_letters
-from ingest_tasks.envelope import QUEUE, TASK_NAME, Chunk, from_wire
+from ingest_tasks.envelope import QUEUE, TASK_NAME, Chunk, args_summary, from_wire
 from ingest_tasks.errors import RetriesExhausted, TransientError
 from ingest_tasks.logs import configure_logging
 from ingest_tasks.multiproc import remove_multiprocess_dir
@@ -89,14 +89,14 @@ def retry_or_give_up(task: Task[Any, Any], chunk: Chunk, outcomes: list[Outcome]
         countdown = policy.countdown(retries, random.random())
         metrics.RETRIES.inc()
         log.warning("chunk %s: %s; retry %d in %.1f s", chunk.id, exc, retries + 1, countdown)
-        requeue_later(task, countdown, exc)
+        requeue_later(task, chunk, countdown, exc)
     detail = f"gave up after {retries} retries; last error: {exc}"
     try:
         result = store.dead_letter(chunk.id, give_up(chunk, outcomes, detail))
     except TransientError as dlq_exc:
         # Not even the DLQ can be written: keep the chunk in Redis rather than drop it.
         log.error("chunk %s: retries exhausted and DLQ unreachable (%s); kept in the queue", chunk.id, dlq_exc)
-        requeue_later(task, policy.cap_s, dlq_exc)
+        requeue_later(task, chunk, policy.cap_s, dlq_exc)
     record([], result)
     log.error("chunk %s: retries exhausted, %d messages dead-lettered: %s", chunk.id, len(outcomes), exc)
 
@@ -120,9 +120,10 @@ def record(outcomes: Sequence[Outcome], result: WriteResult) -> None:
     )
 
 
-def requeue_later(task: Task[Any, Any], countdown: float, exc: Exception) -> NoReturn:
+def requeue_later(task: Task[Any, Any], chunk: Chunk, countdown: float, exc: Exception) -> NoReturn:
     try:
-        raise task.retry(countdown=countdown, exc=exc, max_retries=None)
+        raise task.retry(countdown=countdown, exc=exc, max_retries=None,
+                         argsrepr=args_summary(chunk.id, chunk.messages))
     except Reject as rejected:
         # Celery rejects *without* requeue when it cannot publish the retry: requeue instead.
         raise Reject(rejected.reason, requeue=True) from exc

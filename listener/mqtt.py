@@ -84,7 +84,13 @@ class BatchReadingClient(mqtt.Client):
 
     def reconnect(self) -> MQTTErrorCode:
         self._read_buffer, self._read_pos = b"", 0  # bytes of the old connection mean nothing now
-        return super().reconnect()
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            # paho retries silently (no on_connect is called): a refused TCP connection or a TLS
+            # certificate that does not verify would otherwise leave no trace in the log.
+            log.warning("mqtt cannot connect to %s:%d: %s; retrying with backoff", self.host, self.port, exc)
+            raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +192,8 @@ class Subscriber:
     def _handle_connect(self, client: mqtt.Client, _userdata: Any, flags: mqtt.ConnectFlags,
                         reason: ReasonCode, _props: Properties | None) -> None:
         if reason.is_failure:
-            log.error("mqtt connect refused: %s", reason)
+            hint = "; check the user name and password in MQTT_URL" if reason.value in (134, 135) else ""
+            log.error("mqtt connect refused: %s%s", reason, hint)
             return
         self.session_present = bool(flags.session_present)
         self.generation += 1

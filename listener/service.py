@@ -25,7 +25,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from ingest_tasks import metrics
-from ingest_tasks.envelope import QUEUE, TASK_NAME, Message, new_chunk_id, to_wire
+from ingest_tasks.envelope import QUEUE, TASK_NAME, Message, args_summary, new_chunk_id, to_wire
 from listener.chunker import Chunker
 from listener.mqtt import Delivery, Subscriber
 
@@ -188,7 +188,8 @@ class Listener:
         backoff = SEND_BACKOFF_MIN_S
         while True:
             try:
-                self._app.send_task(TASK_NAME, args=(chunk_id, wire), queue=QUEUE, retry=False)
+                self._app.send_task(TASK_NAME, args=(chunk_id, wire), queue=QUEUE, retry=False,
+                                    argsrepr=args_summary(chunk_id, wire))
                 return True
             except (OperationalError, RedisError, OSError) as exc:
                 metrics.ENQUEUE_FAILURES.inc()

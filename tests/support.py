@@ -140,9 +140,14 @@ def start_worker(env: Mapping[str, str], log_dir: Path, name: str = "worker", co
 class Publisher:
     """A device stand-in: a real MQTT client publishing at QoS 1 and waiting for each PUBACK."""
 
-    def __init__(self, host: str = MQTT_HOST, port: int = MQTT_PORT) -> None:
+    def __init__(self, host: str = MQTT_HOST, port: int = MQTT_PORT, username: str | None = None,
+                 password: str | None = None, ca_file: str | None = None) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=unique("test-pub-"),
                                   protocol=mqtt.MQTTv5)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if ca_file is not None:  # TLS, trusting this CA
+            self.client.tls_set(ca_certs=ca_file)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 0
         self.client.connect(host, port, 30, clean_start=True, properties=props)
