@@ -164,8 +164,9 @@ class Publisher:
 
 
 @contextmanager
-def publisher() -> Iterator[Publisher]:
-    pub = Publisher()
+def publisher(host: str = MQTT_HOST, port: int = MQTT_PORT, **login: str) -> Iterator[Publisher]:
+    """A connected Publisher, closed afterwards; `login` takes username, password, ca_file."""
+    pub = Publisher(host, port, **login)
     try:
         yield pub
     finally:

@@ -28,8 +28,8 @@ from tests.faults.services import accepts_connections, scratch_dir
 from tests.support import (
     VENV_BIN,
     Process,
-    Publisher,
     free_port,
+    publisher,
     query,
     service_env,
     unique,
@@ -215,11 +215,8 @@ def test_mqtt_username_and_password_work_and_are_never_logged(
     env = own_env(database_url, redis_db, MQTT_URL=f"mqtt://{MQTT_USER}:{MQTT_PASSWORD}@127.0.0.1:{port}")
     tenant = unique("t")
     with pipeline(env, log_dir) as (listener, worker):
-        pub = Publisher("127.0.0.1", port, username=MQTT_USER, password=MQTT_PASSWORD)
-        try:
+        with publisher("127.0.0.1", port, username=MQTT_USER, password=MQTT_PASSWORD) as pub:
             pub.publish(f"{prefix_of(env)}/{tenant}/s1/d1/telem", telemetry())
-        finally:
-            pub.close()
         wait_for_rows(database_url, tenant)
     assert_not_logged(MQTT_PASSWORD, listener, worker)
 
@@ -261,11 +258,8 @@ def test_mqtts_with_a_ca_file_delivers(
     env = own_env(database_url, redis_db, MQTT_URL=f"mqtts://127.0.0.1:{broker.port}", MQTT_CA_FILE=str(ca))
     tenant = unique("t")
     with pipeline(env, log_dir):
-        pub = Publisher("127.0.0.1", broker.port, ca_file=str(ca))
-        try:
+        with publisher("127.0.0.1", broker.port, ca_file=str(ca)) as pub:
             pub.publish(f"{prefix_of(env)}/{tenant}/s1/d1/telem", telemetry())
-        finally:
-            pub.close()
         wait_for_rows(database_url, tenant)
 
 
@@ -295,11 +289,8 @@ def test_a_redis_password_works_and_is_never_logged(
         env = own_env(database_url, redis_db, CELERY_BROKER_URL=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0")
         tenant = unique("t")
         with pipeline(env, log_dir) as (listener, worker):
-            pub = Publisher()
-            try:
+            with publisher() as pub:
                 pub.publish(f"{prefix_of(env)}/{tenant}/s1/d1/telem", telemetry())
-            finally:
-                pub.close()
             wait_for_rows(database_url, tenant)
     assert_not_logged(REDIS_PASSWORD, listener, worker)
 
@@ -315,11 +306,8 @@ def test_a_database_password_is_never_logged(database_url: str, redis_db: int, l
         env = own_env(database_url, redis_db, DATABASE_URL=f"postgresql://{role}:{PG_PASSWORD}@{host}/{database}")
         tenant = unique("t")
         with pipeline(env, log_dir) as (listener, worker):
-            pub = Publisher()
-            try:
+            with publisher() as pub:
                 pub.publish(f"{prefix_of(env)}/{tenant}/s1/d1/telem", telemetry())
-            finally:
-                pub.close()
             wait_for_rows(database_url, tenant)
             sessions = query(database_url, "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,))
             assert sessions[0][0] >= 1  # the worker logged in as the role of the URL
@@ -337,12 +325,9 @@ def test_no_payload_content_reaches_the_logs_even_at_debug(database_url: str, re
     env = own_env(database_url, redis_db, LOG_LEVEL="DEBUG")
     tenant = unique("t")
     with pipeline(env, log_dir, worker_loglevel="DEBUG") as (listener, worker):
-        pub = Publisher()
-        try:
+        with publisher() as pub:
             pub.publish(f"{prefix_of(env)}/{tenant}/s1/bad/telem", invalid)
             pub.publish(f"{prefix_of(env)}/{tenant}/s1/good/telem", orjson.dumps(telemetry(valid_marker)))
-        finally:
-            pub.close()
         wait_for_rows(database_url, tenant)
 
         def dead() -> list[tuple[object, ...]]:

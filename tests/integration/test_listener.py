@@ -13,15 +13,11 @@ from tests.support import publisher, queued_chunks, service_env, start_listener,
 pytestmark = pytest.mark.integration
 
 
-def env_for(database_url: str, redis_db: int, prefix: str, **extra: str) -> dict[str, str]:
-    return service_env(database_url, redis_db, prefix, **extra)
-
-
 def test_a_full_chunk_is_sent_at_batch_size_and_the_rest_at_shutdown(
     database_url: str, redis_db: int, log_dir: Path
 ) -> None:
     prefix = unique("ts")
-    env = env_for(database_url, redis_db, prefix, INGEST_BATCH_SIZE="5", INGEST_BATCH_MS="600000")
+    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_SIZE="5", INGEST_BATCH_MS="600000")
     redis_url = env["CELERY_BROKER_URL"]
     listener = start_listener(env, log_dir)
     try:
@@ -43,7 +39,7 @@ def test_a_partial_chunk_is_sent_when_its_oldest_message_is_batch_ms_old(
     database_url: str, redis_db: int, log_dir: Path
 ) -> None:
     prefix = unique("ts")
-    env = env_for(database_url, redis_db, prefix, INGEST_BATCH_SIZE="1000", INGEST_BATCH_MS="400")
+    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_SIZE="1000", INGEST_BATCH_MS="400")
     redis_url = env["CELERY_BROKER_URL"]
     listener = start_listener(env, log_dir)
     try:
@@ -61,7 +57,7 @@ def test_a_partial_chunk_is_sent_when_its_oldest_message_is_batch_ms_old(
 
 def test_payload_bytes_and_topic_travel_unchanged(database_url: str, redis_db: int, log_dir: Path) -> None:
     prefix = unique("ts")
-    env = env_for(database_url, redis_db, prefix, INGEST_BATCH_MS="50")
+    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_MS="50")
     listener = start_listener(env, log_dir)
     payload = bytes(range(256)) * 3
     topic = f"{prefix}/acme/site-1/dev-ü/telem"
@@ -82,7 +78,7 @@ def test_messages_are_acknowledged_only_after_redis_accepts_them(
     prefix = unique("ts")
     client_id = unique("test-listener-")
     # First life: Redis unreachable, so nothing may be acknowledged. Then SIGKILL.
-    env = env_for(database_url, redis_db, prefix, MQTT_CLIENT_ID=client_id, INGEST_BATCH_MS="50")
+    env = service_env(database_url, redis_db, prefix, MQTT_CLIENT_ID=client_id, INGEST_BATCH_MS="50")
     no_redis = {**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}
     first = start_listener(no_redis, log_dir, name="listener-no-redis")
     with publisher() as pub:
