@@ -8,13 +8,15 @@ test does not stop PostgreSQL.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
+import redis
 
-from tests.faults.load import Load, LoadPlan
+from tests.faults.load import Load, LoadPlan, stored_counts
 from tests.faults.services import OwnedMosquitto, OwnedPostgres, OwnedRedis
 from tests.support import Process, fresh_database, service_env, start_listener, start_worker, unique
 
@@ -71,6 +73,25 @@ class Rig:
         client = self.redis.client()
         return int(client.llen(QUEUE)) == 0 and int(client.hlen("unacked")) == 0
 
+    def report(self) -> str:
+        """What a person needs to see when a scenario fails: counts, queue state, each log's tail."""
+        try:
+            lines = [f"stored (rows, dead letters): {stored_counts(self.database_url)}"]
+        except psycopg.Error as exc:
+            lines = [f"database: {exc}"]
+        try:
+            client = self.redis.client()
+            lines.append(f"redis: {QUEUE} length {client.llen(QUEUE)}, unacked {client.hlen('unacked')}")
+        except redis.RedisError as exc:
+            lines.append(f"redis: {exc}")
+        for load in self.loads:
+            lines.append(f"load: {load.published} of {load.plan.messages} published")
+        for proc in self.processes:
+            state = "running" if proc.popen.poll() is None else f"exited {proc.popen.returncode}"
+            lines.append(f"--- {proc.name} ({state}), last lines of {proc.log_path}:")
+            lines.extend(proc.log().splitlines()[-40:])
+        return "\n".join(lines)
+
     def close(self) -> None:
         for load in self.loads:
             load.close()
@@ -111,19 +132,36 @@ def shared_database() -> Iterator[str]:
         yield url
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the test item, so a fixture can tell that its test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+def report_if_failed(request: pytest.FixtureRequest, rig: Rig) -> None:
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        print(f"\n=== state of the rig after {request.node.name} failed ===\n{rig.report()}")
+
+
 @pytest.fixture
 def rig(mosquitto: OwnedMosquitto, redis_server: OwnedRedis, shared_database: str,
-        log_dir: Path) -> Iterator[Rig]:
+        log_dir: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
     r = Rig(mosquitto, redis_server, shared_database, log_dir)
     yield r
+    report_if_failed(request, r)
     r.close()
 
 
 @pytest.fixture
 def rig_own_pg(mosquitto: OwnedMosquitto, redis_server: OwnedRedis, owned_postgres: OwnedPostgres,
-               log_dir: Path) -> Iterator[tuple[Rig, OwnedPostgres]]:
+               log_dir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Rig, OwnedPostgres]]:
     r = Rig(mosquitto, redis_server, owned_postgres.migrated_database("traksense"), log_dir)
     yield r, owned_postgres
+    report_if_failed(request, r)
     r.close()
     if not owned_postgres.running:
         owned_postgres.start()  # so that close() finds it in a known state
