@@ -15,16 +15,19 @@ from ingest_tasks.topics import Route
 
 ROUTE = Route("acme", "s1", "dev", "telem")
 
+# The integers orjson.loads hands over (beyond them it yields floats): documents only come from it.
+JSON_INTS = st.integers(min_value=-(2**63), max_value=2**64 - 1)
+
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**64), max_value=2**64),
+    st.none(), st.booleans(), JSON_INTS,
     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5),
     st.sampled_from(["", "\x00", "a\x00b"]),
 )
 json_values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)), max_leaves=8)
 TYPED = {
-    "float": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**64), 2**64)),
-    "int": st.integers(-(2**64), 2**64),
+    "float": st.one_of(st.floats(allow_nan=False, allow_infinity=False), JSON_INTS),
+    "int": JSON_INTS,
     "bool": st.booleans(),
     "enum": st.text(max_size=5),
     "text": st.text(max_size=5),
