@@ -42,11 +42,19 @@ def redis_transport_options(visibility_timeout_s: int) -> dict[str, int]:
     `unacked_restore_interval * unacked_restore_throttle` seconds (10 * 10 by default), so a chunk
     held by a killed worker would come back up to 100 s after its timeout. One sweep (a single
     ZRANGE on Redis) every tenth of the timeout, at most every 10 s, keeps that delay small.
+
+    Each sweep holds a lock in Redis that expires after `unacked_mutex_expire` (300 s by
+    default). A worker killed while it holds the lock, or Redis stopping before the release,
+    leaves it behind, and no worker sweeps until it expires (celery/kombu#1816): so it expires
+    after a tenth of the timeout too, at least 5 s. A sweep that outlives it is still safe:
+    kombu restores each message in a WATCH transaction, so two sweeps never restore one twice.
     """
+    interval = max(1, min(10, visibility_timeout_s // 10))
     return {
         "visibility_timeout": visibility_timeout_s,
-        "unacked_restore_interval": max(1, min(10, visibility_timeout_s // 10)),
+        "unacked_restore_interval": interval,
         "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": max(5, visibility_timeout_s // 10),
     }
 
 
