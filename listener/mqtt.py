@@ -24,8 +24,9 @@ from itertools import repeat
 from typing import Any, cast
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.client import PUBACK
+from paho.mqtt.client import PUBACK, time_func
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -44,46 +45,76 @@ _PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, packet id: 
 
 
 READ_SIZE = 65_536  # bytes read from the broker's socket at a time
+MAX_LENGTH_BYTES = 4  # MQTT's "remaining length" is a varint of at most four bytes
+PUBLISH_TYPE = 0x30
+
+PublishHandler = Callable[[bytes, bytes, int, int], None]  # topic, payload, packet id, qos
+
+
+class MalformedMqtt(ValueError):
+    """Bytes from the broker that are not MQTT: the connection is dropped and made again."""
+
+
+def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    """An MQTT variable byte integer at `pos`: (value, position after it), or None if cut off at `end`."""
+    value, shift = 0, 0
+    for i in range(pos, min(end, pos + MAX_LENGTH_BYTES)):
+        byte = buf[i]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i + 1
+        shift += 7
+    if end - pos >= MAX_LENGTH_BYTES:
+        raise MalformedMqtt("variable byte integer longer than four bytes")
+    return None
+
+
+def decode_publish(command: int, buf: bytes, pos: int, end: int, v5: bool) -> tuple[bytes, bytes, int, int]:
+    """Topic, payload, packet id and QoS of the PUBLISH packet whose variable header starts at `pos`.
+
+    The same reading as paho's `_packet.decode_publish`, without building the objects the
+    listener never looks at (MQTTMessage, its Condition, a Properties table). The properties are
+    skipped: the listener never allows topic aliases, the only one that would change the topic.
+    """
+    qos = (command >> 1) & 3
+    if pos + 2 > end:
+        raise MalformedMqtt("PUBLISH shorter than its topic length")
+    at = topic_end = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+    mid = 0
+    if qos:
+        if at + 2 > end:
+            raise MalformedMqtt("PUBLISH cut off before its packet id")
+        mid = (buf[at] << 8) | buf[at + 1]
+        at += 2
+    if v5:
+        props = _varint(buf, at, end)
+        if props is None:
+            raise MalformedMqtt("PUBLISH cut off in its properties")
+        at = props[1] + props[0]
+    if at > end:
+        raise MalformedMqtt("PUBLISH shorter than its header")
+    return buf[pos + 2:topic_end], buf[at:end], mid, qos
 
 
 class BatchReadingClient(mqtt.Client):
-    """paho's Client, reading the socket 64 KiB at a time and handling every buffered packet per wake-up.
+    """paho's Client, reading the socket 64 KiB at a time and handling every packet it holds.
 
-    paho reads each packet with three or more recv calls and handles one packet per select();
-    at thousands of messages a second that is most of the listener's CPU. The protocol handling
-    stays paho's own: only where its bytes come from changes. (paho is pinned: this relies on
-    `_sock_recv`, `_packet_read` and `_loop_rc_handle`.)
+    paho reads each packet with three or more recv calls, handles one packet per select(), and
+    builds an MQTTMessage (with a threading.Condition) and a Properties table for every PUBLISH:
+    at thousands of messages a second that is most of the listener's CPU. Here each wake-up reads
+    what the socket has and frames the packets itself; QoS 0 and 1 PUBLISH packets go straight to
+    `on_publish_packet`, every other packet to paho's own handler, so connecting, subscribing,
+    keep-alive, QoS 2 and acknowledgements stay paho's. (paho is pinned: this relies on its
+    `_packet_read`, `_packet_handle`, `_in_packet`, `_sock_recv` and `_msgtime_mutex`.)
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._read_buffer = b""
-        self._read_pos = 0
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._read_pos >= len(self._read_buffer):
-            data = super()._sock_recv(READ_SIZE)  # BlockingIOError when nothing is there
-            if not data:
-                return data  # the connection closed
-            self._read_buffer, self._read_pos = data, 0
-        start = self._read_pos
-        self._read_pos = min(len(self._read_buffer), start + bufsize)
-        return self._read_buffer[start:self._read_pos]
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        rc = super().loop_read(max_packets)
-        # Packets already in our buffer would not wake select(): handle them now.
-        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None \
-                and self._read_pos < len(self._read_buffer):
-            rc = self._packet_read()
-            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
-            if rc > 0:
-                return self._loop_rc_handle(rc)
-        return rc
+        self._pending = b""  # the start of a packet whose end has not arrived yet
+        self.on_publish_packet: PublishHandler | None = None
 
     def reconnect(self) -> MQTTErrorCode:
-        self._read_buffer, self._read_pos = b"", 0  # bytes of the old connection mean nothing now
+        self._pending = b""  # bytes of the old connection mean nothing now
         try:
             return super().reconnect()
         except OSError as exc:
@@ -91,6 +122,63 @@ class BatchReadingClient(mqtt.Client):
             # certificate that does not verify would otherwise leave no trace in the log.
             log.warning("mqtt cannot connect to %s:%d: %s; retrying with backoff", self.host, self.port, exc)
             raise
+
+    def _packet_read(self) -> MQTTErrorCode:
+        try:
+            data = self._sock_recv(READ_SIZE)
+        except BlockingIOError:
+            return MQTTErrorCode.MQTT_ERR_AGAIN
+        except OSError as err:  # TimeoutError and ConnectionError included
+            log.warning("mqtt failed to receive on the socket: %s", err)
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        if not data:
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        with self._msgtime_mutex:
+            self._last_bytes_received = time_func()
+        buf = self._pending + data if self._pending else data
+        try:
+            pos, rc = self._handle_packets(buf)
+        except MalformedMqtt as exc:
+            log.error("mqtt received a malformed packet: %s; reconnecting", exc)
+            pos, rc = len(buf), MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._pending = buf[pos:]
+        return rc
+
+    def _handle_packets(self, buf: bytes) -> tuple[int, MQTTErrorCode]:
+        """Handle every complete packet in `buf`: where the unhandled rest starts, and the outcome."""
+        pos, size = 0, len(buf)
+        v5 = self._protocol == mqtt.MQTTv5
+        fast = self.on_publish_packet if self._manual_ack else None
+        while pos + 2 <= size:
+            length = _varint(buf, pos + 1, size)
+            if length is None:
+                break
+            start, end = length[1], length[1] + length[0]
+            if end > size:
+                break
+            command = buf[pos]
+            pos = end
+            if fast is not None and command & 0xF0 == PUBLISH_TYPE and command & 0x06 != 0x04:
+                fast(*decode_publish(command, buf, start, end, v5))
+                continue
+            rc = self._paho_handle(command, buf[start:end])
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return pos, rc
+        return pos, MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _paho_handle(self, command: int, packet: bytes) -> MQTTErrorCode:
+        self._in_packet = {"command": command, "have_remaining": 1, "remaining_count": [],
+                           "remaining_mult": 1, "remaining_length": len(packet),
+                           "packet": bytearray(packet), "to_process": 0, "pos": 0}
+        try:
+            return self._packet_handle()
+        except MalformedPacket as exc:
+            log.error("mqtt received a malformed packet: %s; reconnecting", exc)
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        finally:
+            self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [],
+                               "remaining_mult": 1, "remaining_length": 0, "packet": bytearray(b""),
+                               "to_process": 0, "pos": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +237,8 @@ class Subscriber:
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_subscribe = self._handle_subscribe
-        client.on_message = self._handle_message
+        client.on_message = self._handle_message  # QoS 2: paho's own handling
+        client.on_publish_packet = self._handle_publish_packet  # QoS 0 and 1
         return client
 
     def start(self) -> None:
@@ -220,6 +309,13 @@ class Subscriber:
             log.error("mqtt subscription refused: %s", ", ".join(refused))
         else:
             log.info("mqtt subscribed (granted %s)", ",".join(str(r.value) for r in reasons))
+
+    def _handle_publish_packet(self, topic: bytes, payload: bytes, mid: int, qos: int) -> None:
+        try:
+            name = topic.decode()
+        except UnicodeDecodeError:  # brokers should refuse such topics; keep the message anyway
+            name = topic.decode("utf-8", "replace")
+        self._on_delivery(Delivery(name, payload, self._clock(), mid, qos, self.generation))
 
     def _handle_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:

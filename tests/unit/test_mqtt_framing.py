@@ -1,0 +1,139 @@
+"""The listener's own MQTT framing: every PUBLISH arrives whole and unchanged, however the bytes are cut.
+
+The bytes go through a real socket pair into `BatchReadingClient._packet_read`, the way the
+broker's bytes do; the packets are encoded here by the MQTT 5 rules, independently of the decoder.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import paho.mqtt.client as mqtt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from listener.mqtt import BatchReadingClient
+
+Publish = tuple[bytes, bytes, int, int]  # topic, payload, packet id, qos
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def encode(topic: bytes, payload: bytes, mid: int, qos: int, properties: bytes, dup: bool = False) -> bytes:
+    body = struct.pack("!H", len(topic)) + topic + (struct.pack("!H", mid) if qos else b"")
+    body += varint(len(properties)) + properties + payload
+    return bytes([0x30 | (0x08 if dup else 0) | (qos << 1)]) + varint(len(body)) + body
+
+
+@contextmanager
+def wiring() -> Iterator[tuple[BatchReadingClient, socket.socket, list[Publish]]]:
+    """A client whose socket is one end of a pair; the test plays the broker at the other end."""
+    client = BatchReadingClient(CallbackAPIVersion.VERSION2, client_id="framing-test",
+                                protocol=mqtt.MQTTv5, manual_ack=True)
+    received: list[Publish] = []
+    client.on_publish_packet = lambda *p: received.append(p)
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    try:
+        yield client, broker, received
+    finally:
+        ours.close()
+        broker.close()
+
+
+@pytest.fixture
+def wired() -> Iterator[tuple[BatchReadingClient, socket.socket, list[Publish]]]:
+    with wiring() as w:
+        yield w
+
+
+def read_all(client: BatchReadingClient) -> MQTTErrorCode:
+    """What `_loop` does while select() says the socket is readable."""
+    while True:
+        rc = client._packet_read()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return rc
+
+
+big_payloads = st.builds(lambda n, seed: bytes((seed + i) % 256 for i in range(n)),
+                         st.integers(16_000, 20_000), st.integers(0, 255))
+publishes = st.lists(st.tuples(
+    st.binary(min_size=1, max_size=40),  # topic (the broker checks UTF-8; the listener keeps whatever came)
+    st.one_of(st.binary(max_size=300), big_payloads),  # remaining lengths of 1 to 3 bytes
+    st.integers(1, 65_535),
+    st.sampled_from([0, 1]),
+    st.sampled_from([b"", b"\x01\x01", b"\x02\x00\x00\x00\x3c\x26\x00\x01k\x00\x01v"]),  # none, format, expiry+user
+), min_size=1, max_size=12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(publishes, st.lists(st.integers(1, 70_000), min_size=1, max_size=8))
+def test_every_publish_arrives_whole_however_the_stream_is_cut(
+    packets: list[tuple[bytes, bytes, int, int, bytes]], cuts: list[int],
+) -> None:
+    with wiring() as (client, broker, received):
+        stream_in_pieces(client, broker, packets, cuts)
+    expected = [(topic, payload, mid if qos else 0, qos) for topic, payload, mid, qos, _ in packets]
+    assert received == expected
+
+
+def stream_in_pieces(client: BatchReadingClient, broker: socket.socket,
+                     packets: list[tuple[bytes, bytes, int, int, bytes]], cuts: list[int]) -> None:
+    stream = b"".join(encode(*p) for p in packets)
+    pieces, at = [], 0
+    for cut in sorted({c % len(stream) for c in cuts} | {len(stream)}):
+        pieces.append(stream[at:cut])
+        at = cut
+    for piece in pieces:
+        if piece:
+            broker.sendall(piece)
+            assert read_all(client) == MQTTErrorCode.MQTT_ERR_AGAIN
+
+
+def test_a_packet_for_paho_between_publishes_goes_to_paho(
+    wired: tuple[BatchReadingClient, socket.socket, list[Publish]],
+) -> None:
+    client, broker, received = wired
+    pingresp = b"\xd0\x00"
+    broker.sendall(encode(b"a/b", b"1", 7, 1, b"") + pingresp + encode(b"a/c", b"2", 8, 1, b""))
+    client._ping_t = 123.0  # paho's "a PINGREQ awaits its answer"; its PINGRESP handler clears it
+    assert read_all(client) == MQTTErrorCode.MQTT_ERR_AGAIN
+    assert received == [(b"a/b", b"1", 7, 1), (b"a/c", b"2", 8, 1)]
+    assert client._ping_t == 0
+
+
+@pytest.mark.parametrize("stream", [
+    pytest.param(b"\x32\x03\x00\x05a", id="topic longer than the packet"),
+    pytest.param(b"\x32\x04\x00\x01a\x00", id="packet id cut off"),
+    pytest.param(b"\x32\x05\x00\x01a\x00\x01", id="properties length missing"),
+    pytest.param(b"\x32\x06\x00\x01a\x00\x01\x09", id="properties longer than the packet"),
+    pytest.param(b"\x30\xff\xff\xff\xff\x01", id="remaining length of five bytes"),
+])
+def test_a_malformed_packet_drops_the_connection_and_delivers_nothing(
+    wired: tuple[BatchReadingClient, socket.socket, list[Publish]], stream: bytes,
+) -> None:
+    client, broker, received = wired
+    broker.sendall(stream)
+    assert read_all(client) == MQTTErrorCode.MQTT_ERR_PROTOCOL
+    assert received == []
+
+
+def test_a_closed_connection_is_reported_as_lost(
+    wired: tuple[BatchReadingClient, socket.socket, list[Publish]],
+) -> None:
+    client, broker, _ = wired
+    broker.close()
+    assert read_all(client) == MQTTErrorCode.MQTT_ERR_CONN_LOST
