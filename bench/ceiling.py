@@ -1,7 +1,10 @@
-"""The bare MQTT ceiling: a subscriber process that only counts (paho, QoS 1, automatic PUBACK).
+"""The bare MQTT ceiling: a subscriber process that only counts and acknowledges (QoS 1).
 
 It does what the listener's MQTT side must do at the least (receive, acknowledge) and nothing
 else, so its rate is the most the broker and one Python MQTT client can move on this machine.
+It reads the way the listener does (`listener.mqtt.BatchReadingClient`: paho, with our own
+framing of PUBLISH packets), so the ratio ours/ceiling measures what chunking, Redis and the
+workers cost, not a difference between two MQTT clients.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bench.workload import TOPIC_FILTER
+from listener.mqtt import BatchReadingClient, PublishHandler
 
 RECEIVE_MAXIMUM = 3200  # what the listener asks for with its default chunk size
+ACK_EVERY = 64  # PUBACKs written together
 
 
 @dataclass(frozen=True)
@@ -48,19 +53,23 @@ def run(
 ) -> None:
     """Process entry point: subscribe, count until `expected` arrived or `stop` is set."""
     state = {"n": 0, "first": 0.0, "last": 0.0}
+    unacked: list[int] = []
 
-    def on_message(_c: mqtt.Client, _u: Any, _m: mqtt.MQTTMessage) -> None:
+    def on_publish_packet(_topic: bytes, _payload: bytes, mid: int, _qos: int) -> None:
         n = state["n"] = state["n"] + 1
+        unacked.append(mid)
         if n == 1:
             state["first"] = time.time()
-        if n % 64 == 0 or n >= job.expected:
+        if n % ACK_EVERY == 0 or n >= job.expected:
+            client.puback_all(unacked)
+            unacked.clear()
             count.value = int(n)
             state["last"] = time.time()
 
     def on_subscribe(*_args: Any) -> None:
         subscribed.set()
 
-    client = make_client(job, on_message, on_subscribe)
+    client = make_client(job, on_publish_packet, on_subscribe)
     stop.wait()
     client.disconnect()
     client.loop_stop()
@@ -72,9 +81,10 @@ def run(
     )
 
 
-def make_client(job: CounterJob, on_message: Any, on_subscribe: Any) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=job.client_id, protocol=mqtt.MQTTv5)
-    client.on_message = on_message
+def make_client(job: CounterJob, on_publish_packet: PublishHandler, on_subscribe: Any) -> BatchReadingClient:
+    client = BatchReadingClient(CallbackAPIVersion.VERSION2, client_id=job.client_id, protocol=mqtt.MQTTv5,
+                                manual_ack=True)
+    client.on_publish_packet = on_publish_packet
     client.on_subscribe = on_subscribe
     client.on_connect = lambda c, *_a: c.subscribe([(TOPIC_FILTER, SubscribeOptions(qos=1))])
     props = Properties(PacketTypes.CONNECT)

@@ -113,6 +113,15 @@ class BatchReadingClient(mqtt.Client):
         self._pending = b""  # the start of a packet whose end has not arrived yet
         self.on_publish_packet: PublishHandler | None = None
 
+    def puback_all(self, mids: Sequence[int]) -> None:
+        """PUBACK these QoS 1 messages in one write: the bytes paho's `ack` sends, one packet each.
+
+        paho's `ack` queues a packet per message and wakes its network thread for each; for the
+        messages of a chunk that is many times the CPU of this.
+        """
+        if mids:
+            self._packet_queue(PUBACK, b"".join(map(_PUBACK.pack, repeat(PUBACK), repeat(2), mids)), 0, 0)
+
     def reconnect(self) -> MQTTErrorCode:
         self._pending = b""  # bytes of the old connection mean nothing now
         try:
@@ -223,7 +232,7 @@ class Subscriber:
         self._stopping = False
         self.client = self._make_client()
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> BatchReadingClient:
         c = self.config
         client = BatchReadingClient(
             CallbackAPIVersion.VERSION2, client_id=c.client_id,
@@ -263,16 +272,9 @@ class Subscriber:
         return True
 
     def ack_all(self, deliveries: Sequence[Delivery]) -> int:
-        """Acknowledge a chunk's messages of the current connection, in arrival order.
-
-        paho's `ack` queues one packet per message and wakes its network thread for each; for
-        the QoS 1 messages of a chunk this queues their PUBACKs as one write instead, the same
-        bytes paho would send (`Client._send_command_with_mid`), at a fraction of the CPU.
-        """
+        """Acknowledge a chunk's messages of the current connection, in arrival order."""
         current = [d for d in deliveries if d.qos > 0 and d.generation == self.generation]
-        pubacks = [d.mid for d in current if d.qos == 1]
-        if pubacks:
-            self.client._packet_queue(PUBACK, b"".join(map(_PUBACK.pack, repeat(PUBACK), repeat(2), pubacks)), 0, 0)
+        self.client.puback_all([d.mid for d in current if d.qos == 1])
         for d in current:
             if d.qos == 2:
                 self.client.ack(d.mid, d.qos)
