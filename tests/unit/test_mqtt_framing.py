@@ -1,7 +1,8 @@
 """The listener's own MQTT framing: every PUBLISH arrives whole and unchanged, however the bytes are cut.
 
 The bytes go through a real socket pair into `BatchReadingClient._packet_read`, the way the
-broker's bytes do; the packets are encoded here by the MQTT 5 rules, independently of the decoder.
+broker's bytes do; the packets are encoded here by the MQTT 5 rules, independently of the decoder
+(with the benchmark publisher's variable-length integer encoder).
 """
 
 from __future__ import annotations
@@ -17,18 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from bench.publisher import varint
 from listener.mqtt import BatchReadingClient
 
 Publish = tuple[bytes, bytes, int, int]  # topic, payload, packet id, qos
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def encode(topic: bytes, payload: bytes, mid: int, qos: int, properties: bytes, dup: bool = False) -> bytes:
