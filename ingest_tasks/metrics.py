@@ -29,6 +29,7 @@ QUEUE_SIZE = Gauge("ingest_queue_size", "Chunks waiting in the broker queue", mu
 # Listener.
 RECEIVED = Counter("ingest_listener_received", "MQTT messages received by the listener")
 CHUNKS_ENQUEUED = Counter("ingest_chunks_enqueued", "Chunks accepted by Redis")
+CHUNKS_RESENT = Counter("ingest_chunks_resent", "Chunks sent again after a worker lost them on the way")
 BUFFERED = Gauge("ingest_listener_buffered_messages", "Messages received but not yet enqueued",
                  multiprocess_mode="max")
 MQTT_CONNECTED = Gauge("ingest_mqtt_connected", "1 while the listener is connected to the MQTT broker",

@@ -13,15 +13,18 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+import redis
 from celery import Task
 from celery.exceptions import Reject
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
+from redis.exceptions import RedisError
 
 from ingest_tasks import metrics, worker_metrics
 from ingest_tasks.app import PURGE_TASK, create_app
 from ingest_tasks.dead_letters import purge_dead_letters
 from ingest_tasks.envelope import QUEUE, TASK_NAME, Chunk, args_summary, from_wire
 from ingest_tasks.errors import RetriesExhausted, TransientError
+from ingest_tasks.ledger import Ledger
 from ingest_tasks.logs import configure_logging
 from ingest_tasks.multiproc import remove_multiprocess_dir
 from ingest_tasks.pipeline import Accepted, Outcome, Rejected, process_chunk
@@ -36,6 +39,7 @@ configure_logging(settings.log_level, settings.log_format)
 app = create_app(settings)
 policy = RetryPolicy(settings.retry_max, settings.retry_backoff_s, settings.retry_backoff_max_s)
 store = Store(settings.database_url)
+ledger = Ledger(redis.Redis.from_url(settings.celery_broker_url, socket_timeout=5, socket_connect_timeout=5))
 
 
 @worker_init.connect
@@ -74,6 +78,7 @@ def ingest_chunk(self: Task[Any, Any], chunk_id: str, messages: Sequence[Sequenc
         retry_or_give_up(self, chunk, outcomes, exc)
         return
     record(outcomes, result)
+    forget(chunk.id)
     stored = sum(n for table, n in result.rows.items() if table != "ingest_errors")
     metrics.CHUNK_SECONDS.observe(time.monotonic() - started)
     log.info(
@@ -98,7 +103,17 @@ def retry_or_give_up(task: Task[Any, Any], chunk: Chunk, outcomes: list[Outcome]
         log.error("chunk %s: retries exhausted and DLQ unreachable (%s); kept in the queue", chunk.id, dlq_exc)
         requeue_later(task, chunk, policy.cap_s, dlq_exc)
     record([], result)
+    forget(chunk.id)
     log.error("chunk %s: retries exhausted, %d messages dead-lettered: %s", chunk.id, len(outcomes), exc)
+
+
+def forget(chunk_id: str) -> None:
+    """The chunk's outcome is committed: the listener need not send it again."""
+    try:
+        ledger.forget(chunk_id)
+    except (RedisError, OSError) as exc:
+        # Harmless: the listener may send the chunk again later, and it adds nothing then.
+        log.warning("chunk %s: stored, but not taken off the ledger: %s", chunk_id, exc)
 
 
 def record(outcomes: Sequence[Outcome], result: WriteResult) -> None:

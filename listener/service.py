@@ -10,6 +10,9 @@ connection that delivered it, and a broker that kept the session delivers it aga
 reconnect with the session present, messages of the old connection still waiting here are held
 back until the broker redelivers them (the new copy, which can be acknowledged, replaces the
 old); those it does not redeliver within `REDELIVERY_WAIT_S` are sent anyway, unacknowledged.
+
+Every chunk is also recorded in the ledger (`ingest_tasks.ledger`) before it is enqueued; every
+`LEDGER_SWEEP_S` the loop sends again the chunks a worker lost between Redis and itself.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from redis.exceptions import RedisError
 
 from ingest_tasks import metrics
 from ingest_tasks.envelope import QUEUE, TASK_NAME, Message, args_summary, new_chunk_id, to_wire
+from ingest_tasks.ledger import Ledger
 from listener.chunker import Chunker
 from listener.mqtt import Delivery, Subscriber
 
@@ -36,6 +40,7 @@ SEND_BACKOFF_MAX_S = 5.0
 IDLE_WAKE_S = 0.05  # how often the loop looks at the clock when nothing is due
 QUEUE_POLL_S = 1.0  # how often the Redis queue depth is read
 REDELIVERY_WAIT_S = 5.0  # after a reconnect, how long old deliveries wait for the broker's copy
+LEDGER_SWEEP_S = 5.0  # how often the ledger is searched for chunks lost on their way to a worker
 
 RedeliveryKey = tuple[int, str, bytes]
 
@@ -47,8 +52,12 @@ def redelivery_key(d: Delivery) -> RedeliveryKey:
 
 class Listener:
     def __init__(self, app: Celery, subscriber_factory: Callable[[Callable[[Delivery], None]], Subscriber],
-                 chunker: Chunker[Delivery], queue_depth: Callable[[], int], max_queue_chunks: int) -> None:
+                 chunker: Chunker[Delivery], queue_depth: Callable[[], int], max_queue_chunks: int, *,
+                 ledger: Ledger, resend_after_s: float) -> None:
         self._app = app
+        self._ledger = ledger
+        self._resend_after_s = resend_after_s
+        self._swept_at = time.monotonic()
         self._chunker = chunker
         self._queue_depth = queue_depth
         self._max_queue_chunks = max_queue_chunks
@@ -84,6 +93,7 @@ class Listener:
                 self._drain_inbox()
                 while not self._held() and (chunk := self._chunker.take_due(time.monotonic())) is not None:
                     self._send_and_ack(chunk)
+                self._maybe_resend_lost()
             self._release_awaiting()
             self._drain_inbox()
             if len(self._chunker):
@@ -183,13 +193,34 @@ class Listener:
         metrics.BATCH_SIZE.observe(len(deliveries))
         log.debug("chunk %s: sent messages=%d acked=%d", chunk_id, len(deliveries), acked)
 
+    def _maybe_resend_lost(self) -> None:
+        now = time.monotonic()
+        if now - self._swept_at < LEDGER_SWEEP_S:
+            return
+        self._swept_at = now
+        try:
+            lost = self._ledger.lost(time.time() - self._resend_after_s, QUEUE)
+            for chunk_id, wire in lost:
+                log.warning("chunk %s: lost between Redis and a worker (%d messages); sending it again",
+                            chunk_id, len(wire))
+                self._enqueue(chunk_id, wire)
+                self._ledger.sent_again(chunk_id, time.time())
+                metrics.CHUNKS_RESENT.inc()
+        except (OperationalError, RedisError, OSError) as exc:
+            log.warning("cannot search the ledger for lost chunks: %s", exc)
+
+    def _enqueue(self, chunk_id: str, wire: list[list[object]]) -> None:
+        # The task id is the chunk id: the ledger finds a chunk in the queue by it.
+        self._app.send_task(TASK_NAME, args=(chunk_id, wire), queue=QUEUE, retry=False, task_id=chunk_id,
+                            argsrepr=args_summary(chunk_id, wire))
+
     def _send(self, chunk_id: str, wire: list[list[object]]) -> bool:
-        """Enqueue until Redis accepts; False only if asked to stop while Redis is away."""
+        """Record and enqueue until Redis accepts; False only if asked to stop while Redis is away."""
         backoff = SEND_BACKOFF_MIN_S
         while True:
             try:
-                self._app.send_task(TASK_NAME, args=(chunk_id, wire), queue=QUEUE, retry=False,
-                                    argsrepr=args_summary(chunk_id, wire))
+                self._ledger.record(chunk_id, wire, time.time())
+                self._enqueue(chunk_id, wire)
                 return True
             except (OperationalError, RedisError, OSError) as exc:
                 metrics.ENQUEUE_FAILURES.inc()

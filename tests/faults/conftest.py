@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import redis
 
+from ingest_tasks.ledger import SENT
 from tests.faults.load import Load, LoadPlan, stored_counts
 from tests.faults.services import OwnedMosquitto, OwnedPostgres, OwnedRedis
 from tests.support import Process, fresh_database, service_env, start_listener, start_worker, unique
@@ -69,9 +70,9 @@ class Rig:
         return load
 
     def queue_drained(self) -> bool:
-        """Nothing waits in Redis: no chunk queued, none delivered to a worker and unacknowledged."""
+        """Nothing waits in Redis: no chunk queued, held by a worker, or sent and not yet stored."""
         client = self.redis.client()
-        return int(client.llen(QUEUE)) == 0 and int(client.hlen("unacked")) == 0
+        return int(client.llen(QUEUE)) == 0 and int(client.hlen("unacked")) == 0 and int(client.zcard(SENT)) == 0
 
     def report(self) -> str:
         """What a person needs to see when a scenario fails: counts, queue state, each log's tail."""
@@ -82,6 +83,12 @@ class Rig:
         try:
             client = self.redis.client()
             lines.append(f"redis: {QUEUE} length {client.llen(QUEUE)}, unacked {client.hlen('unacked')}")
+            for key in sorted(client.scan_iter(count=1000)):
+                found = client.type(key)
+                kind = found.decode() if isinstance(found, bytes) else found
+                size = {"list": client.llen, "hash": client.hlen, "set": client.scard,
+                        "zset": client.zcard}.get(kind, lambda _k: "-")(key)
+                lines.append(f"  redis key {key!r}: {kind} {size}")
         except redis.RedisError as exc:
             lines.append(f"redis: {exc}")
         for load in self.loads:

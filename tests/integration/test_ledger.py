@@ -1,0 +1,53 @@
+"""The ledger finds exactly the chunks that no queue and no worker holds, on a real Redis."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import redis
+
+from ingest_tasks.ledger import SCAN_LIMIT, Ledger
+from tests.support import REDIS_HOST
+
+pytestmark = pytest.mark.integration
+
+QUEUE = "ingest"
+WIRE = [["traksense/t/s/d/telem", b"\xff not utf-8", 1.5]]
+
+
+def kombu_message(task_id: str) -> bytes:
+    """A queued Celery message as kombu stores it in Redis (only what the ledger reads matters)."""
+    return orjson.dumps({"body": "", "headers": {"id": task_id, "task": "ingest_tasks.ingest_chunk"},
+                         "properties": {"delivery_tag": f"tag-{task_id}"}})
+
+
+@pytest.fixture
+def client(redis_db: int) -> redis.Redis:
+    return redis.Redis(host=REDIS_HOST, port=6379, db=redis_db)
+
+
+def test_only_chunks_neither_queued_nor_held_are_lost(client: redis.Redis) -> None:
+    ledger = Ledger(client)
+    for chunk_id in ("queued", "held", "gone", "recent"):
+        ledger.record(chunk_id, WIRE, now=100.0 if chunk_id != "recent" else 200.0)
+    client.lpush(QUEUE, kombu_message("queued"))
+    client.hset("unacked", "tag-held", orjson.dumps([orjson.loads(kombu_message("held")), "ingest", "ingest"]))
+
+    assert ledger.lost(sent_before=150.0, queue=QUEUE) == [("gone", WIRE)]  # bytes come back as bytes
+
+    ledger.forget("gone")
+    assert ledger.lost(sent_before=150.0, queue=QUEUE) == []
+    assert ledger.size() == 3
+
+
+def test_a_backlog_is_not_searched_and_a_resent_chunk_waits_again(client: redis.Redis) -> None:
+    ledger = Ledger(client)
+    ledger.record("gone", WIRE, now=100.0)
+    for n in range(SCAN_LIMIT + 1):
+        client.lpush(QUEUE, kombu_message(f"other-{n}"))
+    assert ledger.lost(sent_before=150.0, queue=QUEUE) == []  # a long queue: look again later
+
+    client.delete(QUEUE)
+    assert [c for c, _ in ledger.lost(sent_before=150.0, queue=QUEUE)] == ["gone"]
+    ledger.sent_again("gone", now=160.0)
+    assert ledger.lost(sent_before=150.0, queue=QUEUE) == []
