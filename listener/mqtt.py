@@ -77,6 +77,8 @@ def decode_publish(command: int, buf: bytes, pos: int, end: int, v5: bool) -> tu
     skipped: the listener never allows topic aliases, the only one that would change the topic.
     """
     qos = (command >> 1) & 3
+    if qos == 3:
+        raise MalformedMqtt("PUBLISH with QoS 3")
     if pos + 2 > end:
         raise MalformedMqtt("PUBLISH shorter than its topic length")
     at = topic_end = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
@@ -110,7 +112,11 @@ class BatchReadingClient(mqtt.Client):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pending = b""  # the start of a packet whose end has not arrived yet
+        # The start of a packet whose end has not arrived yet, in pieces: joined once it is all
+        # there (`_pending_need` bytes, when known), so a large packet is not copied at every read.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._pending_need = 0
         self.on_publish_packet: PublishHandler | None = None
 
     def puback_all(self, mids: Sequence[int]) -> None:
@@ -123,7 +129,7 @@ class BatchReadingClient(mqtt.Client):
             self._packet_queue(PUBACK, b"".join(map(_PUBACK.pack, repeat(PUBACK), repeat(2), mids)), 0, 0)
 
     def reconnect(self) -> MQTTErrorCode:
-        self._pending = b""  # bytes of the old connection mean nothing now
+        self._pending, self._pending_size, self._pending_need = [], 0, 0  # the old connection's bytes
         try:
             return super().reconnect()
         except OSError as exc:
@@ -144,17 +150,26 @@ class BatchReadingClient(mqtt.Client):
             return MQTTErrorCode.MQTT_ERR_CONN_LOST
         with self._msgtime_mutex:
             self._last_bytes_received = time_func()
-        buf = self._pending + data if self._pending else data
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size < self._pending_need:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        buf = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         try:
             pos, rc = self._handle_packets(buf)
         except MalformedMqtt as exc:
             log.error("mqtt received a malformed packet: %s; reconnecting", exc)
             pos, rc = len(buf), MQTTErrorCode.MQTT_ERR_PROTOCOL
-        self._pending = buf[pos:]
+        rest = buf[pos:]
+        self._pending, self._pending_size = ([rest] if rest else []), len(rest)
         return rc
 
     def _handle_packets(self, buf: bytes) -> tuple[int, MQTTErrorCode]:
-        """Handle every complete packet in `buf`: where the unhandled rest starts, and the outcome."""
+        """Handle every complete packet in `buf`: where the unhandled rest starts, and the outcome.
+
+        Sets `_pending_need` to the size of the packet the rest begins with, when that is known.
+        """
+        self._pending_need = 0
         pos, size = 0, len(buf)
         v5 = self._protocol == mqtt.MQTTv5
         fast = self.on_publish_packet if self._manual_ack else None
@@ -164,6 +179,7 @@ class BatchReadingClient(mqtt.Client):
                 break
             start, end = length[1], length[1] + length[0]
             if end > size:
+                self._pending_need = end - pos
                 break
             command = buf[pos]
             pos = end

@@ -96,6 +96,18 @@ def stream_in_pieces(client: BatchReadingClient, broker: socket.socket,
             assert read_all(client) == MQTTErrorCode.MQTT_ERR_AGAIN
 
 
+def test_a_large_publish_in_small_pieces_arrives_once_and_whole(
+    wired: tuple[BatchReadingClient, socket.socket, list[Publish]],
+) -> None:
+    client, broker, received = wired
+    payload = bytes(range(256)) * 800  # 200 KiB: a four-byte remaining length
+    stream = encode(b"t/big", payload, 9, 1, b"") + encode(b"t/small", b"x", 10, 1, b"")
+    for at in range(0, len(stream), 1000):
+        broker.sendall(stream[at:at + 1000])
+        assert read_all(client) == MQTTErrorCode.MQTT_ERR_AGAIN
+    assert received == [(b"t/big", payload, 9, 1), (b"t/small", b"x", 10, 1)]
+
+
 def test_a_packet_for_paho_between_publishes_goes_to_paho(
     wired: tuple[BatchReadingClient, socket.socket, list[Publish]],
 ) -> None:
@@ -114,6 +126,7 @@ def test_a_packet_for_paho_between_publishes_goes_to_paho(
     pytest.param(b"\x32\x05\x00\x01a\x00\x01", id="properties length missing"),
     pytest.param(b"\x32\x06\x00\x01a\x00\x01\x09", id="properties longer than the packet"),
     pytest.param(b"\x30\xff\xff\xff\xff\x01", id="remaining length of five bytes"),
+    pytest.param(b"\x36\x06\x00\x01a\x00\x01\x00", id="QoS 3"),
 ])
 def test_a_malformed_packet_drops_the_connection_and_delivers_nothing(
     wired: tuple[BatchReadingClient, socket.socket, list[Publish]], stream: bytes,
