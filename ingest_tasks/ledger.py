@@ -4,7 +4,7 @@ kombu takes a message off the queue (BRPOP) and only then, with a second command
 unacknowledged; a worker SIGKILLed between the two loses the message, and no visibility timeout
 brings it back (celery/celery#7950). So the listener records every chunk it sends here, and a
 worker forgets it once the chunk's outcome is committed (its rows, or its dead letters). A chunk
-recorded `RESEND_AFTER_S` ago that is neither in the queue nor held by a worker (a chunk is
+recorded `INGEST_RESEND_AFTER_S` (30 s) ago that is neither in the queue nor held by a worker (a chunk is
 stored in well under a second once a worker has it; one in a backlog or waiting for a retry is
 in one of the two) was lost that way, and the listener sends it again. Writes are idempotent:
 a copy sent again that was not lost after all adds nothing. The cost is a second copy of every
@@ -26,7 +26,6 @@ import redis
 SENT = "ingest:ledger:sent"  # sorted set: chunk id -> unix time it was (last) sent
 BODY = "ingest:ledger:body"  # hash: chunk id -> msgpack of its messages, to send it again
 UNACKED = "unacked"  # kombu's hash of delivered, unacknowledged messages
-RESEND_AFTER_S = 30.0
 SCAN_LIMIT = 10  # a longer queue is a backlog that still holds old chunks: look again later
 BATCH = 100  # overdue chunks looked at per sweep
 

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(1.0, alias="INGEST_RETRY_BACKOFF_S", gt=0)
     retry_backoff_max_s: float = Field(60.0, alias="INGEST_RETRY_BACKOFF_MAX_S", gt=0)
     visibility_timeout_s: int = Field(600, alias="CELERY_VISIBILITY_TIMEOUT", ge=10)
+    resend_after_s: float = Field(30.0, alias="INGEST_RESEND_AFTER_S", ge=1)
     dlq_retention_days: int = Field(14, alias="DLQ_RETENTION_DAYS", ge=0)
     metrics_port: int = Field(9100, alias="METRICS_PORT", ge=0, le=65535)
     worker_metrics_port: int = Field(9101, alias="WORKER_METRICS_PORT", ge=0, le=65535)

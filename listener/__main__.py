@@ -14,7 +14,7 @@ from prometheus_client import start_http_server
 
 from ingest_tasks.app import create_app
 from ingest_tasks.envelope import QUEUE
-from ingest_tasks.ledger import RESEND_AFTER_S, Ledger
+from ingest_tasks.ledger import Ledger
 from ingest_tasks.logs import configure_logging
 from ingest_tasks.settings import Settings, load_settings
 from listener.chunker import Chunker, ChunkPolicy
@@ -52,7 +52,7 @@ def build(settings: Settings) -> Listener:
 
     policy = ChunkPolicy(settings.batch_size, settings.batch_ms / 1000)
     return Listener(create_app(settings), subscriber, Chunker(policy), queue_depth, settings.max_queue_chunks,
-                    ledger=Ledger(queue_client), resend_after_s=RESEND_AFTER_S)
+                    ledger=Ledger(queue_client), resend_after_s=settings.resend_after_s)
 
 
 def main() -> int:

@@ -42,7 +42,7 @@ class Rig:
 
     def env(self) -> dict[str, str]:
         env = service_env(self.database_url, 0, self.prefix, MQTT_CLIENT_ID=self.client_id,
-                          MQTT_SESSION_EXPIRY="600", INGEST_BATCH_MS="250")
+                          MQTT_SESSION_EXPIRY="600", INGEST_BATCH_MS="250", INGEST_RESEND_AFTER_S="10")
         env["CELERY_BROKER_URL"] = self.redis.url()
         env["MQTT_URL"] = self.mosquitto.url
         env.update(self.settings)

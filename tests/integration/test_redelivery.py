@@ -16,7 +16,7 @@ import redis
 
 from ingest_tasks.app import create_app
 from ingest_tasks.envelope import QUEUE, TASK_NAME
-from ingest_tasks.ledger import RESEND_AFTER_S, SENT
+from ingest_tasks.ledger import SENT
 from ingest_tasks.settings import Settings
 from tests.support import (
     REDIS_HOST,
@@ -34,6 +34,7 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 VISIBILITY_S = 10
+RESEND_AFTER_S = 5
 
 # Takes the chunk off the queue without acknowledging it, takes the lock of kombu's sweep for
 # timed-out chunks the way a worker with our settings does, and dies without a goodbye: as a
@@ -88,7 +89,7 @@ def test_a_chunk_taken_off_the_queue_by_a_consumer_that_died_before_holding_it_i
     database_url: str, redis_db: int, log_dir: Path
 ) -> None:
     prefix, tenant = unique("ts"), unique("t")
-    env = service_env(database_url, redis_db, prefix)
+    env = service_env(database_url, redis_db, prefix, INGEST_RESEND_AFTER_S=str(RESEND_AFTER_S))
     broker = redis.Redis(host=REDIS_HOST, port=6379, db=redis_db)
     listener = start_listener(env, log_dir)
     try:

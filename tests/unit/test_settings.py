@@ -133,6 +133,7 @@ def test_the_environment_wins_over_the_dotenv_file(monkeypatch: pytest.MonkeyPat
             "INGEST_MAX_PAYLOAD_BYTES", "-5", "greater than or equal to 1", id="negative payload limit"
         ),
         pytest.param("DLQ_RETENTION_DAYS", "-1", "greater than or equal to 0", id="negative retention"),
+        pytest.param("INGEST_RESEND_AFTER_S", "0", "greater than or equal to 1", id="resend after 0 s"),
         pytest.param("METRICS_PORT", "70000", "less than or equal to 65535", id="port out of range"),
         pytest.param("MQTT_URL", "http://x", "scheme must be mqtt:// or mqtts://", id="MQTT_URL http"),
         pytest.param("MQTT_URL", "mqtt://", "a host is required", id="MQTT_URL without host"),
