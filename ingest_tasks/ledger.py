@@ -3,12 +3,15 @@
 kombu takes a message off the queue (BRPOP) and only then, with a second command, records it as
 unacknowledged; a worker SIGKILLed between the two loses the message, and no visibility timeout
 brings it back (celery/celery#7950). So the listener records every chunk it sends here, and a
-worker forgets it once the chunk's outcome is committed (its rows, or its dead letters). A chunk
-recorded `INGEST_RESEND_AFTER_S` (30 s) ago that is neither in the queue nor held by a worker (a chunk is
-stored in well under a second once a worker has it; one in a backlog or waiting for a retry is
-in one of the two) was lost that way, and the listener sends it again. Writes are idempotent:
-a copy sent again that was not lost after all adds nothing. The cost is a second copy of every
-chunk in Redis until it is stored (about 130 KB for 800 five-point messages).
+worker forgets it once the chunk's outcome is committed (its rows, or its dead letters).
+
+A chunk recorded `INGEST_RESEND_AFTER_S` (30 s) ago that is neither in the queue nor held by a
+worker was lost that way (once a worker has a chunk it is stored in well under a second; one in
+a backlog or waiting for a retry is in one of the two), and the listener sends it again. Writes
+are idempotent: a copy sent again that was not lost after all adds nothing. A chunk sent again
+`MAX_RESENDS` times and still not stored makes a worker fail every time (a bug, not a lost
+message): it is no longer sent, and stays here for an operator. The cost is a second copy of
+every chunk in Redis until it is stored (about 130 KB for 800 five-point messages).
 
 The chunk's id is its Celery task id, which is how a chunk is found in the queue or in kombu's
 `unacked` hash without decoding its body.
@@ -25,6 +28,8 @@ import redis
 
 SENT = "ingest:ledger:sent"  # sorted set: chunk id -> unix time it was (last) sent
 BODY = "ingest:ledger:body"  # hash: chunk id -> msgpack of its messages, to send it again
+RESENT = "ingest:ledger:resent"  # hash: chunk id -> times sent again
+MAX_RESENDS = 3
 UNACKED = "unacked"  # kombu's hash of delivered, unacknowledged messages
 SCAN_LIMIT = 10  # a longer queue is a backlog that still holds old chunks: look again later
 BATCH = 100  # overdue chunks looked at per sweep
@@ -46,10 +51,15 @@ class Ledger:
         pipe = self._client.pipeline(transaction=False)
         pipe.zrem(SENT, chunk_id)
         pipe.hdel(BODY, chunk_id)
+        pipe.hdel(RESENT, chunk_id)
         pipe.execute()
 
-    def sent_again(self, chunk_id: str, now: float) -> None:
-        self._client.zadd(SENT, {chunk_id: now}, xx=True)
+    def sent_again(self, chunk_id: str, now: float) -> int:
+        """Note that the chunk was sent again; how many times it has been, until it is stored."""
+        times = int(self._client.hincrby(RESENT, chunk_id, 1))
+        # Never overdue again once it has had its chances: a worker fails on it, so it waits here.
+        self._client.zadd(SENT, {chunk_id: now if times < MAX_RESENDS else float("inf")}, xx=True)
+        return times
 
     def size(self) -> int:
         return int(self._client.zcard(SENT))

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from ingest_tasks import metrics
 from ingest_tasks.envelope import QUEUE, TASK_NAME, Message, args_summary, new_chunk_id, to_wire
-from ingest_tasks.ledger import Ledger
+from ingest_tasks.ledger import BODY, MAX_RESENDS, Ledger
 from listener.chunker import Chunker
 from listener.mqtt import Delivery, Subscriber
 
@@ -204,8 +204,10 @@ class Listener:
                 log.warning("chunk %s: lost between Redis and a worker (%d messages); sending it again",
                             chunk_id, len(wire))
                 self._enqueue(chunk_id, wire)
-                self._ledger.sent_again(chunk_id, time.time())
                 metrics.CHUNKS_RESENT.inc()
+                if self._ledger.sent_again(chunk_id, time.time()) >= MAX_RESENDS:
+                    log.error("chunk %s: sent again %d times and never stored; see the worker's log for the error. "
+                              "It is not sent again and stays in Redis (%s)", chunk_id, MAX_RESENDS, BODY)
         except (OperationalError, RedisError, OSError) as exc:
             log.warning("cannot search the ledger for lost chunks: %s", exc)
 

@@ -6,7 +6,7 @@ import orjson
 import pytest
 import redis
 
-from ingest_tasks.ledger import SCAN_LIMIT, Ledger
+from ingest_tasks.ledger import MAX_RESENDS, RESENT, SCAN_LIMIT, Ledger
 from tests.support import REDIS_HOST
 
 pytestmark = pytest.mark.integration
@@ -49,5 +49,17 @@ def test_a_backlog_is_not_searched_and_a_resent_chunk_waits_again(client: redis.
 
     client.delete(QUEUE)
     assert [c for c, _ in ledger.lost(sent_before=150.0, queue=QUEUE)] == ["gone"]
-    ledger.sent_again("gone", now=160.0)
+    assert ledger.sent_again("gone", now=160.0) == 1
     assert ledger.lost(sent_before=150.0, queue=QUEUE) == []
+    assert [c for c, _ in ledger.lost(sent_before=170.0, queue=QUEUE)] == ["gone"]
+
+
+def test_a_chunk_that_never_gets_stored_is_sent_again_only_so_many_times(client: redis.Redis) -> None:
+    ledger = Ledger(client)
+    ledger.record("poison", WIRE, now=100.0)
+    times = [ledger.sent_again("poison", now=100.0 + n) for n in range(1, MAX_RESENDS + 1)]
+    assert times == list(range(1, MAX_RESENDS + 1))
+    assert ledger.lost(sent_before=1e12, queue=QUEUE) == []  # no more chances
+    assert ledger.size() == 1  # but kept, with its messages, for an operator
+    ledger.forget("poison")
+    assert ledger.size() == 0 and client.hlen(RESENT) == 0
