@@ -45,7 +45,26 @@ def accepts_connections(port: int) -> bool:
         return False
 
 
-class OwnedMosquitto:
+class OwnedServer:
+    """A server process of the test's own in a scratch directory, started again as often as asked."""
+
+    dir: Path
+    proc: Process | None
+
+    def stop(self) -> None:
+        """SIGTERM, and a clean exit: Mosquitto writes its persistence file (sessions and queued
+        messages), Redis fsyncs its append-only file."""
+        if self.proc is not None:
+            assert self.proc.stop() == 0, self.proc.log()[-2000:]
+            self.proc = None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill_group()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class OwnedMosquitto(OwnedServer):
     """Mosquitto configured as the project ships it (deploy/mosquitto/local.conf), on its own port."""
 
     def __init__(self, log_dir: Path) -> None:
@@ -69,19 +88,8 @@ class OwnedMosquitto:
         self.proc = Process(f"mosquitto-{self._starts}", argv, {}, self._log_dir)
         wait_until(lambda: accepts_connections(self.port), 15, what=f"mosquitto on :{self.port}")
 
-    def stop(self) -> None:
-        """SIGTERM: Mosquitto writes its persistence file (sessions and queued messages) and exits."""
-        if self.proc is not None:
-            assert self.proc.stop() == 0, self.proc.log()[-2000:]
-            self.proc = None
 
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.kill_group()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class OwnedRedis:
+class OwnedRedis(OwnedServer):
     """redis-server with the append-only file on (fsync every second), on its own port."""
 
     def __init__(self, log_dir: Path) -> None:
@@ -110,16 +118,6 @@ class OwnedRedis:
         except redis.RedisError:  # not listening yet, or still loading the AOF
             return False
 
-    def stop(self) -> None:
-        """SIGTERM: Redis fsyncs the append-only file and exits."""
-        if self.proc is not None:
-            assert self.proc.stop() == 0, self.proc.log()[-2000:]
-            self.proc = None
-
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.kill_group()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def as_postgres(*argv: str) -> None:

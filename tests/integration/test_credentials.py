@@ -28,6 +28,7 @@ from tests.faults.services import accepts_connections, scratch_dir
 from tests.support import (
     VENV_BIN,
     Process,
+    Publisher,
     free_port,
     publisher,
     query,
@@ -181,6 +182,13 @@ def wait_for_rows(database_url: str, tenant: str, n: int = 1) -> None:
     wait_until(landed, 30, what=f"{n} row(s) of tenant {tenant}")
 
 
+def one_message_lands(pub: Publisher, env: Mapping[str, str], database_url: str) -> None:
+    """Publish one telemetry message for a tenant of its own and wait until its row is stored."""
+    tenant = unique("t")
+    pub.publish(f"{prefix_of(env)}/{tenant}/s1/d1/telem", telemetry())
+    wait_for_rows(database_url, tenant)
+
+
 def assert_not_logged(secret: str, *procs: Process) -> None:
     for proc in procs:
         assert secret not in proc.log(), f"{secret!r} appears in the {proc.name} log"
@@ -213,11 +221,9 @@ def test_mqtt_username_and_password_work_and_are_never_logged(
 ) -> None:
     port = password_mosquitto.port
     env = own_env(database_url, redis_db, MQTT_URL=f"mqtt://{MQTT_USER}:{MQTT_PASSWORD}@127.0.0.1:{port}")
-    tenant = unique("t")
-    with pipeline(env, log_dir) as (listener, worker):
-        with publisher("127.0.0.1", port, username=MQTT_USER, password=MQTT_PASSWORD) as pub:
-            pub.publish(f"{prefix_of(env)}/{tenant}/s1/d1/telem", telemetry())
-        wait_for_rows(database_url, tenant)
+    login = {"username": MQTT_USER, "password": MQTT_PASSWORD}
+    with pipeline(env, log_dir) as (listener, worker), publisher("127.0.0.1", port, **login) as pub:
+        one_message_lands(pub, env, database_url)
     assert_not_logged(MQTT_PASSWORD, listener, worker)
 
 
@@ -256,11 +262,8 @@ def test_mqtts_with_a_ca_file_delivers(
 ) -> None:
     broker, ca = tls_mosquitto
     env = own_env(database_url, redis_db, MQTT_URL=f"mqtts://127.0.0.1:{broker.port}", MQTT_CA_FILE=str(ca))
-    tenant = unique("t")
-    with pipeline(env, log_dir):
-        with publisher("127.0.0.1", broker.port, ca_file=str(ca)) as pub:
-            pub.publish(f"{prefix_of(env)}/{tenant}/s1/d1/telem", telemetry())
-        wait_for_rows(database_url, tenant)
+    with pipeline(env, log_dir), publisher("127.0.0.1", broker.port, ca_file=str(ca)) as pub:
+        one_message_lands(pub, env, database_url)
 
 
 def test_mqtts_without_the_ca_file_refuses_the_unknown_certificate_and_says_so(
@@ -287,11 +290,8 @@ def test_a_redis_password_works_and_is_never_logged(
 ) -> None:
     with own_redis(log_dir, REDIS_PASSWORD) as port:
         env = own_env(database_url, redis_db, CELERY_BROKER_URL=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0")
-        tenant = unique("t")
-        with pipeline(env, log_dir) as (listener, worker):
-            with publisher() as pub:
-                pub.publish(f"{prefix_of(env)}/{tenant}/s1/d1/telem", telemetry())
-            wait_for_rows(database_url, tenant)
+        with pipeline(env, log_dir) as (listener, worker), publisher() as pub:
+            one_message_lands(pub, env, database_url)
     assert_not_logged(REDIS_PASSWORD, listener, worker)
 
 
@@ -304,11 +304,9 @@ def test_a_database_password_is_never_logged(database_url: str, redis_db: int, l
     with login_role(database_url, PG_PASSWORD) as role:
         host, database = database_url.split("@", 1)[1].rsplit("/", 1)
         env = own_env(database_url, redis_db, DATABASE_URL=f"postgresql://{role}:{PG_PASSWORD}@{host}/{database}")
-        tenant = unique("t")
         with pipeline(env, log_dir) as (listener, worker):
             with publisher() as pub:
-                pub.publish(f"{prefix_of(env)}/{tenant}/s1/d1/telem", telemetry())
-            wait_for_rows(database_url, tenant)
+                one_message_lands(pub, env, database_url)
             sessions = query(database_url, "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,))
             assert sessions[0][0] >= 1  # the worker logged in as the role of the URL
     assert_not_logged(PG_PASSWORD, listener, worker)
