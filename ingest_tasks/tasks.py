@@ -24,6 +24,7 @@ from ingest_tasks.app import PURGE_TASK, create_app
 from ingest_tasks.dead_letters import purge_dead_letters
 from ingest_tasks.envelope import QUEUE, TASK_NAME, Chunk, args_summary, from_wire
 from ingest_tasks.errors import RetriesExhausted, TransientError
+from ingest_tasks.gc_tuning import tune_gc
 from ingest_tasks.ledger import Ledger
 from ingest_tasks.logs import configure_logging
 from ingest_tasks.multiproc import remove_multiprocess_dir
@@ -45,6 +46,7 @@ ledger = Ledger(redis.Redis.from_url(settings.celery_broker_url, socket_timeout=
 @worker_init.connect
 def _serve_metrics(**_: object) -> None:
     worker_metrics.serve(settings.worker_metrics_port, settings.celery_broker_url, QUEUE)
+    tune_gc()  # before the pool forks, so its processes inherit a frozen start-up heap
 
 
 @worker_shutdown.connect
@@ -59,6 +61,7 @@ def _open_connection(**_: object) -> None:
         store.connect()
     except TransientError as exc:
         log.warning("database not reachable at start, will connect on first chunk: %s", exc)
+    tune_gc()
 
 
 @worker_process_shutdown.connect

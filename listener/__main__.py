@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 
 from ingest_tasks.app import create_app
 from ingest_tasks.envelope import QUEUE
+from ingest_tasks.gc_tuning import tune_gc
 from ingest_tasks.ledger import Ledger
 from ingest_tasks.logs import configure_logging
 from ingest_tasks.settings import Settings, load_settings
@@ -69,6 +70,7 @@ def main() -> int:
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
         log.info("listener metrics on :%d/metrics", settings.metrics_port)
+    tune_gc()
     listener.run()
     return 0
 
