@@ -1,17 +1,18 @@
 """Pure: a chunk in, rows and rejects out.
 
-For each message: size check, topic, JSON (orjson), route by kind, validate, normalize vendor
+For each message: size check, topic, then well-formed v1 telemetry straight to rows (the msgspec
+fast path), and everything else JSON (orjson), route by kind, validate, normalize vendor
 telemetry, build rows. A bad message becomes a `Rejected` with its reason and bytes; it never
 raises and never affects its neighbours. No I/O here: no database, broker, clock or settings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
 
+import msgspec
 import orjson
 
 from ingest_tasks.adapters import normalize_vendor
@@ -36,8 +37,8 @@ AckRow = tuple[str, str, str, bool, datetime | None, str | None, str]
 EventRow = tuple[str, str, datetime, str, str, str | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+# msgspec structs, not dataclasses: one per message, and a frozen dataclass costs ~1.7 µs to build.
+class Accepted(msgspec.Struct, frozen=True):
     seq: int
     tenant: str
     kind: str
@@ -50,8 +51,7 @@ class Accepted:
     received_at: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(msgspec.Struct, frozen=True):
     seq: int
     tenant: str | None
     topic: str
@@ -81,6 +81,11 @@ def process_message(seq: int, message: Message, max_payload_bytes: int) -> Outco
             )
         if route is None:
             raise topic_error
+        if route.kind == "telem":
+            fast = fast_v1_rows(route.tenant, route.device, message.payload)
+            if fast is not None:
+                return Accepted(seq, route.tenant, route.kind, message.topic, message.payload,
+                                measures=fast[0], device_ts=fast[1], received_at=message.received_at)
         return to_accepted(seq, route, message, parse_json(message.payload))
     except PermanentError as exc:
         tenant = route.tenant if route is not None else None
@@ -100,9 +105,6 @@ def parse_json(payload: bytes) -> dict[str, Any]:
 def to_accepted(seq: int, route: Route, message: Message, document: dict[str, Any]) -> Accepted:
     accepted = partial(Accepted, seq, route.tenant, route.kind, message.topic, message.payload)
     if route.kind == "telem":
-        fast = fast_v1_rows(route.tenant, route.device, document) if document.get("schema") == "v1" else None
-        if fast is not None:
-            return accepted(measures=fast[0], device_ts=fast[1], received_at=message.received_at)
         telemetry = (
             validate(TelemetryV1, document)
             if document.get("schema") == "v1"

@@ -28,7 +28,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from ingest_tasks import metrics
-from ingest_tasks.envelope import QUEUE, TASK_NAME, Message, args_summary, new_chunk_id, to_wire
+from ingest_tasks.envelope import QUEUE, TASK_NAME, args_summary, new_chunk_id, to_wire
 from ingest_tasks.ledger import BODY, MAX_RESENDS, Ledger
 from listener.chunker import Chunker
 from listener.mqtt import Delivery, Subscriber
@@ -183,7 +183,7 @@ class Listener:
 
     def _send_and_ack(self, deliveries: list[Delivery]) -> None:
         chunk_id = new_chunk_id()
-        wire = to_wire(Message(d.topic, d.payload, d.received_at) for d in deliveries)
+        wire = to_wire(deliveries)
         if not self._send(chunk_id, wire):
             return
         acked = self.subscriber.ack_all(deliveries)

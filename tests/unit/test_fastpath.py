@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,11 +65,17 @@ documents = st.fixed_dictionaries(
 )
 
 
-def slow_rows(document: dict[str, Any]) -> tuple[Any, ...] | None:
+def slow_rows(payload: bytes) -> tuple[Any, ...] | None:
+    """What the pydantic path makes of the payload: orjson, then the models."""
     try:
-        return measure_rows(ROUTE, validate(TelemetryV1, document))
-    except PermanentError:
+        return measure_rows(ROUTE, validate(TelemetryV1, orjson.loads(payload)))
+    except (PermanentError, orjson.JSONDecodeError):
         return None
+
+
+def fast_rows(payload: bytes) -> tuple[Any, ...] | None:
+    fast = fast_v1_rows(ROUTE.tenant, ROUTE.device, payload)
+    return None if fast is None else fast[0]
 
 
 @settings(max_examples=3000)
@@ -75,15 +83,52 @@ def slow_rows(document: dict[str, Any]) -> tuple[Any, ...] | None:
 def test_the_fast_path_accepts_only_what_pydantic_accepts_with_the_same_rows(
     document: dict[str, Any],
 ) -> None:
-    fast = fast_v1_rows(ROUTE.tenant, ROUTE.device, document)
+    payload = orjson.dumps(document)
+    fast = fast_rows(payload)
     if fast is not None:
-        assert fast[0] == slow_rows(document)
+        assert fast == slow_rows(payload)
 
 
 def test_the_fast_path_takes_an_ordinary_message() -> None:
     document = {"schema": "v1", "ts": "2025-10-07T15:30:00Z", "meta": {"fw": "1"},
                 "points": [{"name": "a", "t": "float", "v": 1}, {"name": "b", "t": "bool", "v": True},
                            {"name": "c", "t": "enum", "v": "X", "u": "u"}, {"name": "d", "t": "int", "v": 3}]}
-    fast = fast_v1_rows(ROUTE.tenant, ROUTE.device, document)
-    assert fast is not None
-    assert fast[0] == slow_rows(document)
+    payload = orjson.dumps(document)
+    assert fast_rows(payload) is not None
+    assert fast_rows(payload) == slow_rows(payload)
+
+
+POINT = b'{"name": "a", "t": "float", "v": 1}'
+
+
+def v1(points: bytes = POINT, more: bytes = b"") -> bytes:
+    return b'{"schema": "v1", "ts": "2025-10-07T15:30:00Z", "points": [%s]%s}' % (points, more)
+
+
+# The fast path takes a payload (True) or leaves it to pydantic; what it takes, it reads the same.
+@pytest.mark.parametrize(("payload", "fast_takes"), [
+    pytest.param(b'{"ts": "x", %s' % v1()[1:], True, id="a repeated key: the last one counts"),
+    pytest.param(v1(b'{"v": 2, "name": "a", "t": "int"}'), True, id="t after v"),
+    pytest.param(v1(b'{"name": "a", "t": "int", "t": "bool", "v": true}'), False, id="a repeated tag"),
+    pytest.param(v1(b'{"name": "a", "t": "int", "v": 18446744073709551616}'), False, id="an int past 64 bits"),
+    pytest.param(v1(b'{"name": "a", "t": "float", "v": 18446744073709551616}'), True,
+                 id="a float written as an int past 64 bits"),
+    pytest.param(v1(b'{"name": "a", "t": "float", "v": 1e999}'), False, id="a float past the double range"),
+    pytest.param(v1(more=b', "meta": {"n": 18446744073709551616}'), False, id="meta with an int past 64 bits"),
+    pytest.param(v1(more=b', "meta": {"a\\\\u0000": 1}'), True, id="an escaped backslash before u0000 is not a NUL"),
+    pytest.param(v1(b'{"name": "a\\u0000", "t": "text", "v": "x"}'), False, id="an escaped NUL in a name"),
+    pytest.param(v1(b'{"name": "a", "t": "text", "v": "\\u0000"}'), False, id="an escaped NUL in a value"),
+    pytest.param(v1(b'{"name": "\xff", "t": "text", "v": "x"}'), False, id="not UTF-8"),
+    pytest.param(v1() + b" x", False, id="trailing data"),
+    pytest.param(b'[{"schema": "v1"}]', False, id="not an object"),
+    pytest.param(v1().replace(b'"v1"', b'"v2"'), False, id="another schema"),
+    pytest.param(v1(more=b', "meta": null'), True, id="meta null"),
+    pytest.param(v1(b'{"name": "a", "t": "bool", "v": 1}'), False, id="bool given as 1"),
+    pytest.param(v1(b'{"name": "a", "t": "int", "v": 1.0}'), False, id="int given as 1.0"),
+    pytest.param(v1(b'{"name": "a", "t": "float", "v": -0.0, "u": null}'), True, id="negative zero, unit null"),
+])
+def test_the_fast_path_agrees_with_pydantic_on_tricky_bytes(payload: bytes, fast_takes: bool) -> None:
+    fast = fast_rows(payload)
+    assert (fast is not None) == fast_takes
+    if fast_takes:
+        assert fast == slow_rows(payload)
