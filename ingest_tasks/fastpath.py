@@ -66,7 +66,7 @@ def fast_v1_rows(tenant: str, device: str, payload: bytes) -> tuple[tuple[Row, .
     """Rows and device ts of a v1 telemetry payload, or None to let pydantic decide."""
     try:
         document = _decoder.decode(payload)
-    except (msgspec.DecodeError, UnicodeDecodeError):  # not JSON or not UTF-8, not v1 telemetry, or a type msgspec refuses
+    except (msgspec.DecodeError, UnicodeDecodeError):  # not UTF-8 JSON, or not v1 telemetry's shape
         return None
     if document.schema != "v1":
         return None
