@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import kombu.compression
 import msgpack
 import orjson
 import paho.mqtt.client as mqtt
@@ -212,6 +213,8 @@ def queued_chunks(redis_url: str, queue: str = "ingest") -> list[tuple[str, list
     for item in reversed(raw):  # kombu LPUSHes and consumers BRPOP: the tail is the oldest
         envelope = orjson.loads(item)
         body = base64.b64decode(envelope["body"])
+        if "compression" in envelope["headers"]:
+            body = kombu.compression.decompress(body, envelope["headers"]["compression"])
         args, _kwargs, _embed = msgpack.unpackb(body, raw=False)
         chunks.append((args[0], args[1]))
     return chunks

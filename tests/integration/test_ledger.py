@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import msgpack
 import orjson
 import pytest
 import redis
 
-from ingest_tasks.ledger import MAX_RESENDS, RESENT, SCAN_LIMIT, Ledger
+from ingest_tasks.ledger import BODY, MAX_RESENDS, RESENT, SCAN_LIMIT, Ledger
 from tests.support import REDIS_HOST
 
 pytestmark = pytest.mark.integration
@@ -63,3 +64,15 @@ def test_a_chunk_that_never_gets_stored_is_sent_again_only_so_many_times(client:
     assert ledger.size() == 1  # but kept, with its messages, for an operator
     ledger.forget("poison")
     assert ledger.size() == 0 and client.hlen(RESENT) == 0
+
+
+def test_a_chunk_is_kept_compressed_and_one_kept_uncompressed_still_comes_back(client: redis.Redis) -> None:
+    ledger = Ledger(client)
+    wire = [[f"traksense/t/s/d{n}/telem", b'{"schema":"v1","points":[]}' + bytes([n]), 1.5 + n] for n in range(256)]
+    ledger.record("new", wire, now=100.0)
+    assert len(client.hget(BODY, "new") or b"") * 4 < len(msgpack.packb(wire, use_bin_type=True))
+    # as a listener from before compression recorded it: plain msgpack
+    ledger.record("old", WIRE, now=100.0)
+    client.hset(BODY, "old", msgpack.packb(WIRE, use_bin_type=True))
+
+    assert sorted(ledger.lost(sent_before=150.0, queue=QUEUE)) == [("new", wire), ("old", WIRE)]

@@ -6,7 +6,9 @@ import signal
 import time
 from pathlib import Path
 
+import orjson
 import pytest
+import redis
 
 from tests.support import publisher, queued_chunks, service_env, start_listener, unique, wait_until
 
@@ -70,6 +72,27 @@ def test_payload_bytes_and_topic_travel_unchanged(database_url: str, redis_db: i
     (_, messages), = chunks
     assert [(m[0], m[1]) for m in messages] == [(topic, payload)]
     assert abs(messages[0][2] - time.time()) < 60  # received_at is a wall-clock stamp
+
+
+def test_a_chunk_travels_through_redis_compressed(database_url: str, redis_db: int, log_dir: Path) -> None:
+    prefix = unique("ts")
+    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_SIZE="200", INGEST_BATCH_MS="600000")
+    listener = start_listener(env, log_dir)
+    payloads = [orjson.dumps({"schema": "v1", "ts": f"2025-10-07T15:30:{i % 60:02d}Z", "points": [
+        {"name": f"p{n}", "t": "float", "v": i * 0.37 + n, "u": "C"} for n in range(5)]}) for i in range(200)]
+    try:
+        with publisher() as pub:
+            for i, payload in enumerate(payloads):
+                pub.publish(f"{prefix}/t{i % 3}/s/d{i % 20}/telem", payload)
+        wait_until(lambda: queued_chunks(env["CELERY_BROKER_URL"]), what="the chunk")
+    finally:
+        listener.stop()
+    (stored,) = redis.Redis.from_url(env["CELERY_BROKER_URL"]).lrange("ingest", 0, -1)
+    envelope = orjson.loads(stored)
+    assert envelope["headers"]["compression"] == "application/zstd"
+    assert len(stored) * 4 < sum(map(len, payloads))  # JSON, base64 and all: a quarter of the payloads
+    ((_, messages),) = queued_chunks(env["CELERY_BROKER_URL"])
+    assert [m[1] for m in messages] == payloads
 
 
 def test_messages_are_acknowledged_only_after_redis_accepts_them(
