@@ -182,6 +182,15 @@ def test_the_same_chunk_twice_adds_rows_once(pipeline: Pipeline) -> None:
     assert count(pipeline.database_url, "ingest_errors", tenant) == 1
 
 
+def test_a_chunk_from_a_listener_before_compression_is_stored(pipeline: Pipeline) -> None:
+    tenant = unique("t")
+    messages = [[pipeline.topic(tenant, "d"), orjson.dumps({**V1, "points": [{"name": "p", "t": "int", "v": 1}]}), 1.0]]
+    app = create_app(Settings(CELERY_BROKER_URL=pipeline.redis_url))
+    app.conf.task_compression = None  # as listeners sent chunks until then
+    app.send_task(TASK_NAME, args=(unique("chunk-"), messages), queue=QUEUE)
+    wait_rows(pipeline, "ts_measure", tenant, 1)
+
+
 @pytest.mark.parametrize("levels", [
     pytest.param(("t", "s", "d"), id="too few levels"),
     pytest.param(("t", "s", "d", "telem", "extra"), id="too many levels"),
