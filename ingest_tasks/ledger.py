@@ -85,7 +85,7 @@ class Ledger:
 
 
 def unpack_body(body: bytes) -> Wire:
-    # A body recorded by a listener from before compression (msgpack: it never starts so).
+    # A listener from before compression recorded plain msgpack, whose list never starts so.
     if not body.startswith(ZSTD_MAGIC):
         return cast(Wire, msgpack.unpackb(body, raw=False))
     return cast(Wire, msgpack.unpackb(decompress(body), raw=False))
