@@ -24,7 +24,11 @@ from listener.service import Listener
 
 log = logging.getLogger("listener")
 
-INFLIGHT_CHUNKS = 4  # unacknowledged messages the broker may send us, in chunks
+INFLIGHT_CHUNKS = 4  # unacknowledged messages the broker may send us, in chunks; also the most we hold
+
+
+def max_buffered(settings: Settings) -> int:
+    return settings.batch_size * INFLIGHT_CHUNKS
 
 
 def subscriber_config(settings: Settings) -> SubscriberConfig:
@@ -35,7 +39,7 @@ def subscriber_config(settings: Settings) -> SubscriberConfig:
         qos=settings.mqtt_qos,
         shared_group=settings.mqtt_shared_group,
         session_expiry_s=settings.mqtt_session_expiry_s,
-        receive_maximum=settings.batch_size * INFLIGHT_CHUNKS,
+        receive_maximum=max_buffered(settings),
         ca_file=settings.mqtt_ca_file,
     )
 
@@ -53,7 +57,8 @@ def build(settings: Settings) -> Listener:
 
     policy = ChunkPolicy(settings.batch_size, settings.batch_ms / 1000)
     return Listener(create_app(settings), subscriber, Chunker(policy), queue_depth, settings.max_queue_chunks,
-                    ledger=Ledger(queue_client), resend_after_s=settings.resend_after_s)
+                    ledger=Ledger(queue_client), resend_after_s=settings.resend_after_s,
+                    max_buffered=max_buffered(settings))
 
 
 def main() -> int:

@@ -9,7 +9,9 @@ Why these options: MQTT v5 with `clean_start=False` and a session-expiry interva
 session (and the QoS 1 messages queued for it) across restarts; paho's default
 `MQTT_CLEAN_START_FIRST_ONLY` would throw it away at every process start. `Receive Maximum` caps
 how many unacknowledged messages the broker sends us, which bounds the listener's memory while
-it waits for Redis.
+it waits for Redis. A broker does not always keep to it (Mosquitto 2.0.11 stops doing so once
+PUBACKs flow, and QoS 0 messages have no such cap), so the caller can also hold reads: the socket
+is then left unread and TCP makes the broker wait.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ _PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, packet id: 
 
 
 READ_SIZE = 65_536  # bytes read from the broker's socket at a time
+READ_HOLD_POLL_S = 0.05  # while reads are held, how often paho's loop still writes and keeps alive
 MAX_LENGTH_BYTES = 4  # MQTT's "remaining length" is a varint of at most four bytes
 PUBLISH_TYPE = 0x30
 
@@ -119,6 +122,9 @@ class BatchReadingClient(mqtt.Client):
         self._pending_size = 0
         self._pending_need = 0
         self.on_publish_packet: PublishHandler | None = None
+        # Asked before every read: True leaves the socket unread (see the module's doc).
+        self.hold_reads: Callable[[], bool] = lambda: False
+        self.reads_resumed = threading.Event()  # set to end a hold's wait early
 
     def puback_all(self, mids: Sequence[int]) -> None:
         """PUBACK these QoS 1 messages in one write: the bytes paho's `ack` sends, one packet each.
@@ -140,6 +146,11 @@ class BatchReadingClient(mqtt.Client):
             raise
 
     def _packet_read(self) -> MQTTErrorCode:
+        if self.hold_reads():
+            # Back to paho's loop without reading: it still sends PUBACKs and PINGREQs meanwhile.
+            self.reads_resumed.wait(READ_HOLD_POLL_S)
+            self.reads_resumed.clear()
+            return MQTTErrorCode.MQTT_ERR_AGAIN
         try:
             data = self._sock_recv(READ_SIZE)
         except BlockingIOError:
@@ -280,6 +291,14 @@ class Subscriber:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def hold_reads_while(self, full: Callable[[], bool]) -> None:
+        """Leave the socket unread while connected and `full()` (called on paho's network thread)."""
+        self.client.hold_reads = lambda: self.connected.is_set() and full()
+
+    def resume_reads(self) -> None:
+        """Wake a held read now rather than at its next poll: something has gone out."""
+        self.client.reads_resumed.set()
+
     def ack(self, delivery: Delivery) -> bool:
         """PUBACK one message, if the connection that delivered it is still the current one."""
         if delivery.qos == 0 or delivery.generation != self.generation:
@@ -314,6 +333,7 @@ class Subscriber:
     def _handle_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: mqtt.DisconnectFlags,
                            reason: ReasonCode, _props: Properties | None) -> None:
         self.connected.clear()
+        self.resume_reads()  # the next connection's CONNACK must be read, whatever is held
         metrics.MQTT_CONNECTED.set(0)
         if self._stopping:
             log.info("mqtt disconnected: %s", reason)

@@ -41,6 +41,7 @@ IDLE_WAKE_S = 0.05  # how often the loop looks at the clock when nothing is due
 QUEUE_POLL_S = 1.0  # how often the Redis queue depth is read
 REDELIVERY_WAIT_S = 5.0  # after a reconnect, how long old deliveries wait for the broker's copy
 LEDGER_SWEEP_S = 5.0  # how often the ledger is searched for chunks lost on their way to a worker
+HOLD_LOG_EVERY_S = 60.0  # at most one log line a minute about held reads
 
 RedeliveryKey = tuple[int, str, bytes]
 
@@ -53,7 +54,7 @@ def redelivery_key(d: Delivery) -> RedeliveryKey:
 class Listener:
     def __init__(self, app: Celery, subscriber_factory: Callable[[Callable[[Delivery], None]], Subscriber],
                  chunker: Chunker[Delivery], queue_depth: Callable[[], int], max_queue_chunks: int, *,
-                 ledger: Ledger, resend_after_s: float) -> None:
+                 ledger: Ledger, resend_after_s: float, max_buffered: int) -> None:
         self._app = app
         self._ledger = ledger
         self._resend_after_s = resend_after_s
@@ -71,13 +72,35 @@ class Listener:
         self._inbox: deque[Delivery] = deque()
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._max_buffered = max_buffered
+        self._hold_logged_at = -HOLD_LOG_EVERY_S
         self.subscriber = subscriber_factory(self._receive)
+        self.subscriber.hold_reads_while(self._buffer_full)
         self.chunks_sent = 0
 
     def _receive(self, delivery: Delivery) -> None:
         self._inbox.append(delivery)  # deque.append is atomic: no lock on the hot path
         if len(self._inbox) >= self._chunker.policy.max_size:
             self._wake.set()
+
+    def _buffer_full(self) -> bool:
+        """Whether the listener holds as many messages as it ever should (paho's network thread asks).
+
+        Receive Maximum keeps a broker from sending more, unacknowledged; when one sends more
+        anyway, the rest waits in the socket and the broker instead of in this process's memory.
+        """
+        buffered = len(self._inbox) + len(self._chunker)
+        if buffered < self._max_buffered:
+            return False
+        metrics.BUFFERED.set(buffered)  # the loop may be busy retrying Redis: say it from here
+        now = time.monotonic()
+        if now - self._hold_logged_at >= HOLD_LOG_EVERY_S:
+            self._hold_logged_at = now
+            log.info("%d messages wait to be enqueued, the most the listener holds: reading from the "
+                     "broker pauses until chunks go out (a broker keeping to Receive Maximum %d never "
+                     "sends this many unacknowledged; QoS 0 messages have no such limit)",
+                     buffered, self._max_buffered)
+        return True
 
     def stop(self) -> None:
         self._stopping.set()
@@ -137,6 +160,7 @@ class Listener:
         if not self.subscriber.session_present:
             return  # nothing will be resent: the old deliveries go out unacknowledged
         old = self._chunker.take_out(lambda d: d.generation != generation)
+        self.subscriber.resume_reads()
         self._awaiting.update((redelivery_key(d), d) for d in old)
         self._awaiting_until = time.monotonic() + REDELIVERY_WAIT_S
         if old:
@@ -187,6 +211,7 @@ class Listener:
         if not self._send(chunk_id, wire):
             return
         acked = self.subscriber.ack_all(deliveries)
+        self.subscriber.resume_reads()
         self.chunks_sent += 1
         self._sent_since_poll += 1
         metrics.CHUNKS_ENQUEUED.inc()

@@ -10,7 +10,21 @@ import orjson
 import pytest
 import redis
 
-from tests.support import publisher, queued_chunks, service_env, start_listener, unique, wait_until
+from ingest_tasks.settings import MqttAddress
+from listener.mqtt import READ_SIZE, Delivery, Subscriber, SubscriberConfig
+from tests.support import (
+    MQTT_HOST,
+    MQTT_PORT,
+    TEST_SESSION_EXPIRY_S,
+    free_port,
+    publisher,
+    queued_chunks,
+    scrape,
+    service_env,
+    start_listener,
+    unique,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +135,59 @@ def test_messages_are_acknowledged_only_after_redis_accepts_them(
     finally:
         second.stop()
     assert sorted(got) == [f"m{i}".encode() for i in range(5)]
+
+
+def test_a_held_subscriber_reads_nothing_until_released() -> None:
+    prefix = unique("ts")
+    config = SubscriberConfig(MqttAddress(MQTT_HOST, MQTT_PORT, False, None, None), unique("test-hold-"),
+                              (f"{prefix}/#",), 1, "", TEST_SESSION_EXPIRY_S, 1000)
+    got: list[Delivery] = []
+    hold = True
+    subscriber = Subscriber(config, got.append, clock=time.time)
+    subscriber.hold_reads_while(lambda: hold)
+    subscriber.start()
+    try:
+        wait_until(lambda: subscriber.connected.is_set() or None, what="the connection")
+        time.sleep(0.3)  # the SUBACK: read while holding only if nothing is held before it
+        with publisher() as pub:
+            for i in range(20):
+                pub.publish(f"{prefix}/x", f"m{i}".encode())
+        time.sleep(0.5)
+        assert got == []  # the 20 wait in the socket and the broker
+        hold = False
+        subscriber.resume_reads()
+        wait_until(lambda: len(got) >= 20 or None, what="the 20 messages after the hold")
+        assert [d.payload for d in got] == [f"m{i}".encode() for i in range(20)]
+        subscriber.ack_all(got)
+    finally:
+        subscriber.stop()
+
+
+def test_a_flood_past_receive_maximum_waits_in_the_broker_not_in_the_listener(
+    database_url: str, redis_db: int, log_dir: Path
+) -> None:
+    # QoS 0 messages are not capped by Receive Maximum, and with Redis unreachable nothing goes
+    # out: without holding its reads the listener would take in all 3,000.
+    prefix = unique("ts")
+    port = free_port()
+    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_SIZE="50", INGEST_BATCH_MS="50",
+                      METRICS_PORT=str(port), CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+    limit = 50 * 4  # INGEST_BATCH_SIZE x listener.__main__.INFLIGHT_CHUNKS
+    payload = bytes(2048)
+    per_read = READ_SIZE // len(payload) + 1  # what one socket read can hold past the limit
+    listener = start_listener(env, log_dir)
+    try:
+        with publisher() as pub:
+            for _ in range(3000):
+                pub.publish(f"{prefix}/t/s/d/telem", payload, qos=0)
+        listener.wait_for_log("reading from the broker pauses")
+
+        def buffered() -> float:
+            return scrape(port)["ingest_listener_buffered_messages"]
+
+        held = wait_until(lambda: buffered() if buffered() >= limit else None, what="the held buffer")
+        time.sleep(0.5)
+        assert limit <= held <= limit + per_read
+        assert buffered() == held  # nothing more was read meanwhile
+    finally:
+        listener.stop()
