@@ -148,6 +148,10 @@ class BatchReadingClient(mqtt.Client):
     def _packet_read(self) -> MQTTErrorCode:
         if self.hold_reads():
             # Back to paho's loop without reading: it still sends PUBACKs and PINGREQs meanwhile.
+            # The socket is readable (paho calls this only then), so the broker is there: say so
+            # to paho's keep-alive, which would otherwise drop the connection for want of PINGRESP.
+            with self._msgtime_mutex:
+                self._last_bytes_received = time_func()
             self.reads_resumed.wait(READ_HOLD_POLL_S)
             self.reads_resumed.clear()
             return MQTTErrorCode.MQTT_ERR_AGAIN

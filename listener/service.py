@@ -84,19 +84,19 @@ class Listener:
             self._wake.set()
 
     def _buffer_full(self) -> bool:
-        """Whether the listener holds as many messages as it ever should (paho's network thread asks).
+        """Whether the listener holds more messages than it ever should (paho's network thread asks).
 
         Receive Maximum keeps a broker from sending more, unacknowledged; when one sends more
         anyway, the rest waits in the socket and the broker instead of in this process's memory.
         """
         buffered = len(self._inbox) + len(self._chunker)
-        if buffered < self._max_buffered:
+        if buffered <= self._max_buffered:  # as many as Receive Maximum allows: no hold, PINGRESPs read
             return False
         metrics.BUFFERED.set(buffered)  # the loop may be busy retrying Redis: say it from here
         now = time.monotonic()
         if now - self._hold_logged_at >= HOLD_LOG_EVERY_S:
             self._hold_logged_at = now
-            log.info("%d messages wait to be enqueued, the most the listener holds: reading from the "
+            log.info("%d messages wait to be enqueued, more than the listener holds: reading from the "
                      "broker pauses until chunks go out (a broker keeping to Receive Maximum %d never "
                      "sends this many unacknowledged; QoS 0 messages have no such limit)",
                      buffered, self._max_buffered)
