@@ -25,24 +25,37 @@ def ticks_of(pids: list[int]) -> dict[int, int]:
     return ticks
 
 
-def kill_a_busy_pool_process(worker: Process, attempts: int = 40) -> int:
-    """SIGKILL the pool process that is using the CPU until one dies holding a chunk; its pid."""
-    for _ in range(attempts):
+def kill_a_busy_pool_process(worker: Process, within_s: float = 30.0) -> int:
+    """SIGKILL a pool process the moment it is seen using the CPU, until one dies holding a chunk.
+
+    A pool process uses the CPU only while it has a chunk; its tick count moves in 10 ms steps,
+    so the loop polls every 5 ms and kills on the first step, while the chunk is still in hand.
+    """
+    deadline = time.monotonic() + within_s
+    kills = 0
+    while time.monotonic() < deadline:
         before = ticks_of(pool_children(worker.popen.pid))
-        time.sleep(0.03)
-        after = ticks_of(list(before))
-        if not after:
-            continue  # the pool was being replaced (a killed process's successor not up yet)
-        busiest = max(after, key=lambda pid: after[pid] - before[pid])
-        sigkill(busiest)
-        time.sleep(0.5)
-        if "WorkerLostError" in worker.log():  # Celery says the process died with a task in hand
-            return busiest
-    raise AssertionError(f"no pool process was killed mid-chunk in {attempts} attempts")
+        while time.monotonic() < deadline:
+            time.sleep(0.005)
+            now = ticks_of(list(before))
+            if len(now) < len(before):
+                break  # the pool is being replaced (a killed process's successor not up yet)
+            busy = [pid for pid in now if now[pid] > before[pid]]
+            if busy:
+                sigkill(busy[0])
+                kills += 1
+                time.sleep(0.5)
+                if "WorkerLostError" in worker.log():  # Celery says the process died with a task in hand
+                    return busy[0]
+                break
+    raise AssertionError(f"no pool process was killed mid-chunk in {within_s:.0f} s ({kills} kills)")
 
 
 def test_killing_a_pool_process_and_then_the_whole_worker_loses_and_duplicates_nothing(rig: Rig) -> None:
     rig.settings["CELERY_VISIBILITY_TIMEOUT"] = "15"  # unacknowledged chunks come back after 15 s
+    # Chunks of ~3,000 messages, one a second: each is in a pool process's hands long enough to be hit.
+    rig.settings["INGEST_BATCH_SIZE"] = "3000"
+    rig.settings["INGEST_BATCH_MS"] = "1000"
     worker = rig.start_worker()
     rig.start_listener()
     load = rig.load(messages=20_000, rate=3_000).start()
