@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint setup venv exporter-env services migrate clean bench
+.PHONY: run test lint setup venv exporter-env services migrate clean bench lock
 
 run: setup migrate exporter-env
 	$(VENV)/bin/honcho start -f Procfile
@@ -29,6 +29,23 @@ services:
 
 migrate: setup
 	$(PY) -m migrations
+
+# Regenerate the lock files from the requirements*.txt inputs (README, "Dependencies"). Pins already
+# in a lock are kept unless an input asks otherwise; `make lock LOCK_ARGS=--upgrade` moves every
+# unpinned package to its newest release. Hashes are those of uv's default index (PyPI): uv reads
+# neither pip's configuration nor this machine's local indexes, and the UV_* index variables are
+# cleared, so the locks install on any machine. --universal keeps environment markers
+# (backports.zstd only before Python 3.14). The dev lock takes its runtime pins from
+# requirements.lock, so the tests run what the image ships.
+LOCK_ARGS ?=
+UV_COMPILE := env -u UV_INDEX -u UV_INDEX_URL -u UV_DEFAULT_INDEX -u UV_EXTRA_INDEX_URL -u UV_FIND_LINKS \
+	$(VENV)/bin/uv pip compile --quiet --no-config --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" $(LOCK_ARGS)
+
+lock: venv
+	$(UV_COMPILE) requirements.txt -o requirements.lock
+	$(UV_COMPILE) requirements-dev.txt -c requirements.lock -o requirements-dev.lock
+	$(UV_COMPILE) requirements-exporter.txt -o requirements-exporter.lock
 
 clean:
 	rm -rf $(VENV) .venv-exporter .run .pytest_cache .mypy_cache .ruff_cache
