@@ -9,10 +9,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so a code change does not reinstall them. Every pinned package ships a
+# Dependencies first, so a code change does not reinstall them: the runtime lock alone (the whole
+# tree pinned, every file hash-checked), never the dev tools. Every locked package ships a
 # manylinux wheel (psycopg[binary] included), so no compiler or apt package is needed.
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+# tests/integration/test_runtime_install.py runs this same pip command into an empty virtualenv.
+COPY requirements.lock .
+RUN pip install --require-hashes -r requirements.lock
 
 # A fixed, unprivileged uid; /var/lib/traksense is beat's schedule file (a volume in compose).
 RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home traksense \

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Create or refresh the project's virtualenv (.venv) from the pinned requirements.
+# Create or refresh the project's virtualenv (.venv) from requirements-dev.lock: the runtime lock's
+# pins plus the test, lint and benchmark tools, every file hash-checked (--require-hashes).
 # Finds a Python >= 3.11 (installing python3 + venv from the system's packages if none works),
-# and reinstalls only when a requirements file changed.
+# and reinstalls only when the lock changed; then uninstalls what the lock does not list, so a
+# package dropped from it cannot keep hiding a missing dependency in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
+LOCK=requirements-dev.lock
 STAMP=$VENV/.requirements.sha
-want=$(cat requirements.txt requirements-dev.txt requirements-bench.txt | sha256sum | cut -d' ' -f1)
+want=$(sha256sum "$LOCK" | cut -d' ' -f1)
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -33,6 +36,23 @@ fi
 
 echo "python-env: building $VENV with $($PY --version)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -r requirements-dev.txt
+# The venv's own pip, not upgraded: an upgrade would fetch something the lock does not pin.
+# With hashes required pip picks, among the files of a pinned version, one whose hash the lock
+# lists, so a local wheel index in pip's configuration is used only where it holds the same file.
+"$VENV/bin/python" -m pip install -q --require-hashes -r "$LOCK"
+"$VENV/bin/python" - "$LOCK" <<'PY'
+import re, subprocess, sys
+from importlib.metadata import distributions
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+with open(sys.argv[1], encoding="utf-8") as lock:
+    locked = {norm(m[1]) for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", lock.read(), re.M)}
+keep = locked | {"pip", "setuptools", "wheel"}  # the venv's own installer, never in a lock
+extra = sorted({d.metadata["Name"] for d in distributions() if norm(d.metadata["Name"]) not in keep})
+if extra:
+    print("python-env: uninstalling what", sys.argv[1], "does not list:", " ".join(extra), file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", *extra], check=True)
+PY
 echo "$want" > "$STAMP"
