@@ -355,7 +355,20 @@ def test_dockerfile_builds_a_small_non_root_image() -> None:
     users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
     assert lines[-1] == 'CMD ["python", "-m", "listener"]'
-    ignore = [ln.strip() for ln in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
-              if ln.strip() and not ln.startswith("#")]
+    ignore = dockerignore()
     assert ignore[0] == "*", ".dockerignore should exclude everything not listed"
     assert "!.env" not in ignore
+
+
+def dockerignore() -> list[str]:
+    return [ln.strip() for ln in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+            if ln.strip() and not ln.startswith("#")]
+
+
+def test_dockerfile_installs_the_runtime_lock_alone_with_hashes() -> None:
+    # The image gets requirements.lock and nothing else: no dev tools that could hide a missing
+    # runtime dependency. tests/integration/test_runtime_install.py runs the same pip line.
+    lines = [ln.strip() for ln in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()]
+    assert "COPY requirements.lock ." in lines
+    assert [ln for ln in lines if "pip install" in ln] == ["RUN pip install --require-hashes -r requirements.lock"]
+    assert [entry for entry in dockerignore() if "requirements" in entry] == ["!requirements.lock"]
