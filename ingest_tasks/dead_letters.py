@@ -23,8 +23,19 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from ingest_tasks.envelope import Message
+from ingest_tasks.errors import Blame
 from ingest_tasks.pipeline import Accepted, process_message
-from ingest_tasks.store import CONNECT_TIMEOUT_S, CREATE_STAGE, WRITER_ROLE, translate_errors, write_outcomes
+from ingest_tasks.store import (
+    CONNECT_TIMEOUT_S,
+    CREATE_STAGE,
+    WRITER_ROLE,
+    Refusal,
+    blame_of,
+    problem_of,
+    translate_errors,
+    with_keepalives,
+    write_outcomes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +94,9 @@ ReplayProgress = Callable[[ReplayCounts, int], None]  # (counts so far, total se
 def session(dsn: str) -> Iterator[Conn]:
     """An operator connection; any database failure inside the block becomes `StorageUnavailable`."""
     # Autocommit: reads take no locks between commands; writes open their own transactions.
-    with translate_errors(), psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+    with translate_errors(), psycopg.connect(
+        with_keepalives(dsn), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+    ) as conn:
         yield conn
 
 
@@ -178,8 +191,10 @@ def replay_one(
     try:
         with conn.transaction():  # a savepoint: a refused message keeps its dead letter
             land(conn, chunk_id, outcome, row.id)
-    except (psycopg.DataError, psycopg.IntegrityError) as exc:
-        log.warning("dead letter %d: refused by the database, kept: %s", row.id, exc.diag.message_primary)
+    except Refusal as exc:
+        if blame_of(exc) is Blame.CHUNK:  # the database's problem, not the message's: stop here
+            raise
+        log.warning("dead letter %d: refused by the database, kept: %s", row.id, problem_of(exc))
         counts.refused += 1
         return
     counts.landed += 1

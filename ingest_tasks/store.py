@@ -14,8 +14,14 @@ third of its CPU per row here). If a row is already there (a redelivered chunk o
 unique index refuses it, the transaction is rolled back, and the chunk is written again with
 `ON CONFLICT DO NOTHING`, as are the chunks of the next `CONFLICT_HOLD_S` seconds.
 
-Translates psycopg's failures: a data error in one message's rows makes that message `db_rejected`
-(found by writing each message in its own savepoint); anything else is `StorageUnavailable`.
+Translates psycopg's failures by SQLSTATE (`errors.blame`): a refusal of one message's rows makes
+that message `db_rejected` (found by writing each message in its own savepoint) and its neighbours
+are stored; the connection, the server's state or its configuration is `StorageUnavailable`, and
+the chunk is retried. A dead letter is always writable: text the columns of `ingest_errors` would
+refuse is escaped or cut (never the payload) and its `detail` says so.
+
+Nothing waits forever: every connection has TCP keepalives on both ends, and the worker's has a
+statement and a lock timeout, so a hung server or a lock held elsewhere ends in a retry.
 """
 
 from __future__ import annotations
@@ -28,17 +34,38 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
+import msgspec
 import psycopg
 import psycopg.errors
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ingest_tasks.errors import DbRejected, StorageUnavailable
+from ingest_tasks.errors import Blame, DbRejected, StorageUnavailable, blame
 from ingest_tasks.pipeline import Accepted, Outcome, Rejected
 
 log = logging.getLogger(__name__)
 
 WRITER_ROLE = "ingest_writer"
 CONNECT_TIMEOUT_S = 3  # worker_process_init must not block for more than 4 s
+# A chunk's statements take milliseconds; a minute is past any of them on a slow disk, and below
+# the task's soft time limit (app.py), so a hung statement ends with its own error (57014) first.
+STATEMENT_TIMEOUT_S = 60
+# The worker's writes wait only on other transactions writing the same keys (a redelivered chunk,
+# committed within milliseconds) or on an operator's DDL. Past 10 s the chunk is retried with
+# backoff, freeing its pool process, instead of queueing behind the DDL (and everything behind it).
+LOCK_TIMEOUT_S = 10
+# TCP keepalives on both ends of every connection: a peer gone without a word (a crashed host, a
+# NAT or firewall dropping the flow) is noticed within 30 + 3 x 10 s, not the kernel's two hours.
+KEEPALIVE_IDLE_S = 30
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_COUNT = 3
+# What the columns of ingest_errors hold. tenant_id is in a btree index whose entries must fit in
+# about 2,700 bytes; no valid tenant comes near 1 KiB. A topic is at most 65,535 bytes in MQTT.
+DEAD_TENANT_MAX_BYTES = 1024
+DEAD_TOPIC_MAX_BYTES = 65_535
+DEAD_DETAIL_MAX_BYTES = 8192
+# What psycopg raises when the database, or psycopg itself before sending, refuses a statement.
+Refusal = (psycopg.Error, UnicodeEncodeError)
 MEASURE_COLUMNS = "tenant_id, device_id, point_id, ts, v_num, v_bool, v_text, unit, meta"
 STAGE_TYPES = ["text", "text", "text", "timestamptz", "float8", "bool", "text", "text", "text"]
 
@@ -67,6 +94,7 @@ VALUES (%s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (chunk_id, chunk_seq) DO NOTHING
 """
 SET_TENANT = "SELECT set_config('app.tenant_id', %s, true)"
+SET_TIMEOUTS = f"SET statement_timeout = '{STATEMENT_TIMEOUT_S}s'; SET lock_timeout = '{LOCK_TIMEOUT_S}s'"
 # Past this many tenants in a chunk, the per-tenant INSERTs find their rows through an index on
 # the staging table instead of scanning all of it each time (which grows with tenants x rows).
 MANY_TENANTS = 32
@@ -91,6 +119,39 @@ def translate_errors() -> Iterator[None]:
         raise StorageUnavailable(f"{type(exc).__name__}: {str(exc).strip()[:300]}") from exc
 
 
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE of a refusal. psycopg refusing a value before sending it (text with NUL, or
+    that is not UTF-8) gives none, but it is a data exception (class 22) all the same."""
+    if isinstance(exc, psycopg.Error) and exc.sqlstate:
+        return exc.sqlstate
+    if isinstance(exc, psycopg.DataError | UnicodeEncodeError):
+        return "22000"
+    return None
+
+
+def blame_of(exc: BaseException) -> Blame:
+    return blame(sqlstate_of(exc))
+
+
+def with_keepalives(dsn: str) -> str:
+    """`dsn` with TCP keepalives for both ends of the connection, unless it sets its own.
+
+    libpq's `keepalives*` parameters set the client's socket; the server's `tcp_keepalives_*`
+    (sent as `options`) set its socket, so a backend whose client vanished lets go of its locks.
+    """
+    params = conninfo_to_dict(dsn)
+    client = {"keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE_S,
+              "keepalives_interval": KEEPALIVE_INTERVAL_S, "keepalives_count": KEEPALIVE_COUNT}
+    server = {"tcp_keepalives_idle": KEEPALIVE_IDLE_S, "tcp_keepalives_interval": KEEPALIVE_INTERVAL_S,
+              "tcp_keepalives_count": KEEPALIVE_COUNT}
+    options = str(params.get("options") or "")
+    extra = " ".join(f"-c {name}={value}" for name, value in server.items() if name not in options)
+    added: dict[str, str | int] = {k: v for k, v in client.items() if k not in params}
+    if extra:
+        added["options"] = f"{options} {extra}".strip()
+    return make_conninfo(dsn, **added)
+
+
 class Store:
     """One connection per process, opened lazily and reopened after it breaks."""
 
@@ -104,7 +165,8 @@ class Store:
             return self._conn
         self.close()
         with translate_errors():
-            conn = psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S)
+            conn = psycopg.connect(with_keepalives(self._dsn), connect_timeout=CONNECT_TIMEOUT_S)
+            conn.execute(SET_TIMEOUTS)
             conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(WRITER_ROLE)))
             conn.execute(CREATE_STAGE)
             conn.commit()
@@ -116,6 +178,19 @@ class Store:
             self._conn.close()
         self._conn = None
 
+    def abandon(self) -> None:
+        """Drop a connection that may be in the middle of a statement (its task ran out of time).
+
+        The statement is cancelled first: PostgreSQL would otherwise notice the closed socket only
+        when it next writes to it, holding the statement's locks until then.
+        """
+        if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.cancel_safe(timeout=CONNECT_TIMEOUT_S)
+            except psycopg.Error as exc:
+                log.warning("could not cancel the statement of an abandoned connection: %s", exc)
+        self.close()
+
     def write(self, chunk_id: str, outcomes: Sequence[Outcome]) -> WriteResult:
         accepted = [o for o in outcomes if isinstance(o, Accepted)]
         rejected = [o for o in outcomes if isinstance(o, Rejected)]
@@ -123,11 +198,13 @@ class Store:
             conn = self.connect()
             try:
                 return self._write_all(conn, chunk_id, accepted, rejected)
-            except (psycopg.DataError, psycopg.IntegrityError) as exc:
-                log.warning("chunk %s: refused as a whole (%s); writing message by message",
-                            chunk_id, exc.sqlstate)
-                with conn.transaction():
-                    return self._write_each(conn, chunk_id, accepted, rejected)
+            except Refusal as exc:
+                if blame_of(exc) is Blame.CHUNK:
+                    raise
+                log.warning("chunk %s: refused as a whole (SQLSTATE %s); writing message by message",
+                            chunk_id, sqlstate_of(exc))
+            with conn.transaction():
+                return self._write_each(conn, chunk_id, accepted, rejected)
 
     def _write_all(
         self, conn: psycopg.Connection[tuple[object, ...]], chunk_id: str,
@@ -167,16 +244,25 @@ class Store:
         accepted: list[Accepted], rejected: list[Rejected],
     ) -> WriteResult:
         result = WriteResult()
+        refused_now: list[Rejected] = []
+        unsure = None
         for message in accepted:
             try:
                 with conn.transaction():  # a savepoint: only this message's rows are undone
                     part = write_outcomes(conn, chunk_id, [message], [])
-            except (psycopg.DataError, psycopg.IntegrityError) as exc:
-                rejected.append(refused(message, exc, chunk_id))
+            except Refusal as exc:
+                if blame_of(exc) is Blame.CHUNK:
+                    raise
+                unsure = exc if blame_of(exc) is Blame.UNKNOWN else unsure
+                refused_now.append(refused(message, exc, chunk_id))
                 continue
             for table, n in part.rows.items():
                 result.rows[table] += n
-        dead = write_outcomes(conn, chunk_id, [], sorted(rejected, key=lambda r: r.seq))
+        if unsure is not None and len(refused_now) == len(accepted):
+            # No message got past it: the setup's problem, not theirs (errors.Blame.UNKNOWN).
+            raise StorageUnavailable(f"every message refused, SQLSTATE {sqlstate_of(unsure)}: "
+                                     f"{problem_of(unsure)}") from unsure
+        dead = write_outcomes(conn, chunk_id, [], sorted([*rejected, *refused_now], key=lambda r: r.seq))
         result.dead = dead.dead
         result.rows["ingest_errors"] = dead.rows["ingest_errors"]
         return result
@@ -190,7 +276,8 @@ def write_outcomes(
 
     Without `check_conflicts`, a measurement row that is already stored raises UniqueViolation.
     """
-    result = WriteResult(dead=list(rejected))
+    rejected = [writable(r) for r in rejected]
+    result = WriteResult(dead=rejected)
     with conn.cursor() as cur:
         staged = stage_measures(cur, accepted)
         if staged:
@@ -215,11 +302,50 @@ def write_outcomes(
     return result
 
 
-def refused(message: Accepted, exc: psycopg.Error, chunk_id: str) -> Rejected:
-    problem = exc.diag.message_primary or str(exc)
-    log.warning("chunk %s: message %d refused by the database: %s", chunk_id, message.seq, problem)
-    detail = f"the database refused this message's rows: {problem}"
+def refused(message: Accepted, exc: BaseException, chunk_id: str) -> Rejected:
+    state, problem = sqlstate_of(exc), problem_of(exc)
+    log.warning("chunk %s: message %d refused by the database (SQLSTATE %s): %s",
+                chunk_id, message.seq, state, problem[:300])
+    detail = f"the database refused this message's rows (SQLSTATE {state}): {problem}"
     return Rejected(message.seq, message.tenant, message.topic, message.payload, DbRejected.reason, detail)
+
+
+def problem_of(exc: BaseException) -> str:
+    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+        return exc.diag.message_primary
+    return str(exc).strip()
+
+
+def writable(dead: Rejected) -> Rejected:
+    """`dead` as ingest_errors can always store it: the text columns escaped and cut to fit, and
+    `detail` saying what was changed. The payload bytes are never touched."""
+    notes: list[str] = []
+    tenant = fitted(dead.tenant, "tenant_id", DEAD_TENANT_MAX_BYTES, notes) if dead.tenant else None
+    if dead.tenant == "":
+        notes.append("an empty tenant_id stored as none")  # '' is no tenant to row-level security
+    topic = fitted(dead.topic, "topic", DEAD_TOPIC_MAX_BYTES, notes)
+    detail = fitted(dead.detail, "detail", DEAD_DETAIL_MAX_BYTES, notes)
+    if not notes:
+        return dead
+    detail = f"{detail} [dead letter stored with changes: {'; '.join(notes)}]"
+    return msgspec.structs.replace(dead, tenant=tenant, topic=topic, detail=detail)
+
+
+def fitted(text: str, column: str, max_bytes: int, notes: list[str]) -> str:
+    """`text` that PostgreSQL stores in `column`: NUL and text that is not UTF-8 (lone surrogates)
+    written as escapes, then cut to `max_bytes` of UTF-8; what was done is added to `notes`."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+        notes.append(f"NUL in {column} written as \\x00")
+    try:
+        encoded = text.encode()
+    except UnicodeEncodeError:
+        encoded = text.encode(errors="backslashreplace")
+        notes.append(f"text in {column} that is not UTF-8 written as escapes")
+    if len(encoded) > max_bytes:
+        notes.append(f"{column} cut from {len(encoded)} to {max_bytes} bytes")
+        encoded = encoded[:max_bytes]
+    return encoded.decode(errors="ignore")  # a character cut in two is dropped
 
 
 T = TypeVar("T", Accepted, Rejected)

@@ -16,6 +16,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ingest_tasks.store import with_keepalives
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent
@@ -54,7 +56,7 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 def ensure_database(dsn: str) -> bool:
     """Create the DSN's database if missing; True when it was created."""
     name = conninfo_to_dict(dsn).get("dbname") or "postgres"
-    with psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
+    with psycopg.connect(with_keepalives(make_conninfo(dsn, dbname="postgres")), autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return False
         try:
@@ -70,7 +72,8 @@ def apply_pending(dsn: str, migrations: list[Migration] | None = None) -> list[M
     ensure_database(dsn)
     pending_all = discover() if migrations is None else migrations
     applied = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    # Keepalives, but no statement timeout: building an index on a large table may take long.
+    with psycopg.connect(with_keepalives(dsn), autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         conn.execute(RECORD_TABLE)
         done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}

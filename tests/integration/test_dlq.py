@@ -204,7 +204,8 @@ def test_replay_lands_a_fixed_message_once_and_removes_only_it(db: str) -> None:
 
 def test_replay_uses_the_current_payload_limit(db: str) -> None:
     tenant = unique("large-")
-    entry = dead_letter(db, tenant, telem(1.0, "p" * 200), "payload_too_large")
+    large = json.dumps({"schema": "v1", "ts": TS, "points": [{"name": "p", "t": "text", "v": "x" * 200}]}).encode()
+    entry = dead_letter(db, tenant, large, "payload_too_large")
 
     still = dlq(db, "replay", "--id", str(entry), INGEST_MAX_PAYLOAD_BYTES="100")
     raised = dlq(db, "replay", "--id", str(entry), INGEST_MAX_PAYLOAD_BYTES="4096")

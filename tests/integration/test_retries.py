@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +30,8 @@ def test_a_chunk_that_keeps_failing_ends_in_the_dlq_as_retries_exhausted(
                       INGEST_RETRY_BACKOFF_S="0.2", INGEST_RETRY_BACKOFF_MAX_S="0.4")
     execute(own_database, "REVOKE INSERT ON ts_measure FROM ingest_writer")
     valid = b'{"schema":"v1","ts":"2025-10-07T15:30:00Z","points":[{"name":"a","t":"float","v":1}]}'
-    messages = [["traksense/acme/s/d/telem", valid, 1.0], ["traksense/acme/s/d/telem", b"\xffbad", 1.0]]
+    now = time.time()  # the listener's clock: ts may be at most a day after it (ingest_tasks.limits)
+    messages = [["traksense/acme/s/d/telem", valid, now], ["traksense/acme/s/d/telem", b"\xffbad", now]]
     worker = start_worker(env, log_dir)
     try:
         app = create_app(Settings(CELERY_BROKER_URL=env["CELERY_BROKER_URL"]))
