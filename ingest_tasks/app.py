@@ -5,6 +5,11 @@ every write is idempotent) so a killed pool process loses nothing; prefetch 1 so
 holds at most one chunk per process; a visibility timeout longer than any task plus its retry
 countdown, after which Redis hands an unacknowledged chunk to another worker.
 
+Nothing waits forever on Redis: every connection to it (the broker's, and the ledger's client in
+tasks.py) has TCP keepalives and socket timeouts (`redis_socket_options`), and a chunk's task has
+a soft time limit, which the task turns into a retry, and a hard one above it that ends its pool
+process; both are well under the default visibility timeout (600 s).
+
 Flower (`celery -A ingest_tasks flower`) takes its own options from `FLOWER_*` variables, which it
 reads after loading this app; `set_flower_defaults` fills in the project's defaults there.
 """
@@ -12,6 +17,7 @@ reads after loading this app; `set_flower_defaults` fills in the project's defau
 from __future__ import annotations
 
 import os
+import socket
 
 from celery import Celery
 from celery.schedules import crontab
@@ -23,6 +29,21 @@ PURGE_TASK = "ingest_tasks.purge_dlq"
 # Flower keeps this many tasks in memory (its own default, 100000, holds a lot of 800-message
 # chunk arguments); older ones are dropped, the counters on its /metrics keep counting.
 FLOWER_MAX_TASKS = 10_000
+# A chunk is stored in well under a second. The soft limit is twice the statement timeout
+# (store.STATEMENT_TIMEOUT_S), so a slow statement fails with its own error first; it catches what
+# no other timeout does (a socket that hangs with keepalives still answered). The task then cancels
+# its statement and retries the chunk; the hard limit, 30 s later, ends a pool process that hangs
+# even in that. Late acks keep both safe: a chunk whose task died is sent again (the ledger).
+TASK_SOFT_TIME_LIMIT_S = 120
+TASK_TIME_LIMIT_S = 150
+# Redis answers every command we send within milliseconds, but a blocking read with no timeout
+# waits forever on a broker that vanished without closing the connection. 30 s leaves room for a
+# Redis paused by its own disk (an AOF fsync); BRPOP's server-side timeout (1 s) stays below it.
+REDIS_SOCKET_TIMEOUT_S = 30
+REDIS_CONNECT_TIMEOUT_S = 5
+REDIS_KEEPALIVE_IDLE_S = 30
+REDIS_KEEPALIVE_INTERVAL_S = 10
+REDIS_KEEPALIVE_COUNT = 3
 
 
 def set_flower_defaults(settings: Settings) -> None:
@@ -35,7 +56,20 @@ def set_flower_defaults(settings: Settings) -> None:
         os.environ.setdefault("FLOWER_BASIC_AUTH", settings.flower_basic_auth)
 
 
-def redis_transport_options(visibility_timeout_s: int) -> dict[str, int]:
+def redis_socket_options() -> dict[str, object]:
+    """Timeouts and TCP keepalives for a redis-py client (and kombu's, which passes them on)."""
+    probes = {"TCP_KEEPIDLE": REDIS_KEEPALIVE_IDLE_S, "TCP_KEEPINTVL": REDIS_KEEPALIVE_INTERVAL_S,
+              "TCP_KEEPCNT": REDIS_KEEPALIVE_COUNT}
+    return {
+        "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+        "socket_keepalive": True,
+        # The option names exist on Linux (the image); elsewhere the system's own probe timing stays.
+        "socket_keepalive_options": {getattr(socket, k): v for k, v in probes.items() if hasattr(socket, k)},
+    }
+
+
+def redis_transport_options(visibility_timeout_s: int) -> dict[str, object]:
     """The visibility timeout, and a sweep for timed-out chunks often enough to honour it.
 
     kombu looks for unacknowledged messages older than the timeout only every
@@ -55,6 +89,7 @@ def redis_transport_options(visibility_timeout_s: int) -> dict[str, int]:
         "unacked_restore_interval": interval,
         "unacked_restore_throttle": 1,
         "unacked_mutex_expire": max(5, visibility_timeout_s // 10),
+        **redis_socket_options(),
     }
 
 

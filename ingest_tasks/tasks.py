@@ -1,7 +1,8 @@
 """Thin tasks: decode chunk -> process -> store -> retry or dead-letter.
 
 Owns the worker process's lifecycle (one database connection per pool process, opened after
-fork) and the retry-or-give-up decision. Refuses to parse, validate or build SQL itself.
+fork) and the retry-or-give-up decision: a transient storage failure, or the task's soft time
+limit, retries the chunk. Refuses to parse, validate or build SQL itself.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from typing import Any, NoReturn
 
 import redis
 from celery import Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from redis.exceptions import RedisError
 
 from ingest_tasks import metrics, worker_metrics
-from ingest_tasks.app import PURGE_TASK, create_app
+from ingest_tasks.app import PURGE_TASK, TASK_SOFT_TIME_LIMIT_S, TASK_TIME_LIMIT_S, create_app, redis_socket_options
 from ingest_tasks.dead_letters import purge_dead_letters
 from ingest_tasks.envelope import QUEUE, TASK_NAME, Chunk, args_summary, from_wire
-from ingest_tasks.errors import RetriesExhausted, TransientError
+from ingest_tasks.errors import PermanentError, RetriesExhausted, TaskTimedOut, TransientError
 from ingest_tasks.gc_tuning import tune_gc
 from ingest_tasks.ledger import Ledger
 from ingest_tasks.logs import configure_logging
@@ -32,6 +33,7 @@ from ingest_tasks.pipeline import Accepted, Outcome, Rejected, process_chunk
 from ingest_tasks.retry import RetryPolicy
 from ingest_tasks.settings import load_settings
 from ingest_tasks.store import Store, WriteResult
+from ingest_tasks.topics import parse_topic
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ configure_logging(settings.log_level, settings.log_format)
 app = create_app(settings)
 policy = RetryPolicy(settings.retry_max, settings.retry_backoff_s, settings.retry_backoff_max_s)
 store = Store(settings.database_url)
-ledger = Ledger(redis.Redis.from_url(settings.celery_broker_url, socket_timeout=5, socket_connect_timeout=5))
+ledger = Ledger(redis.Redis.from_url(settings.celery_broker_url, **redis_socket_options()))
 
 
 @worker_init.connect
@@ -70,15 +72,21 @@ def _close_connection(**_: object) -> None:
     worker_metrics.forget_process(os.getpid())
 
 
-@app.task(name=TASK_NAME, bind=True, max_retries=None, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=TASK_NAME, bind=True, max_retries=None, acks_late=True, reject_on_worker_lost=True,
+          soft_time_limit=TASK_SOFT_TIME_LIMIT_S, time_limit=TASK_TIME_LIMIT_S)
 def ingest_chunk(self: Task[Any, Any], chunk_id: str, messages: Sequence[Sequence[object]]) -> None:
     started = time.monotonic()
     chunk = from_wire(chunk_id, messages)
-    outcomes = process_chunk(chunk, settings.max_payload_bytes)
+    outcomes: list[Outcome] | None = None
     try:
+        outcomes = process_chunk(chunk, settings.max_payload_bytes)
         result = store.write(chunk.id, outcomes)
     except TransientError as exc:
         retry_or_give_up(self, chunk, outcomes, exc)
+        return
+    except SoftTimeLimitExceeded:
+        store.abandon()  # it may be waiting in the middle of a statement
+        retry_or_give_up(self, chunk, outcomes, timed_out(self))
         return
     record(outcomes, result)
     forget(chunk.id)
@@ -90,7 +98,15 @@ def ingest_chunk(self: Task[Any, Any], chunk_id: str, messages: Sequence[Sequenc
     )
 
 
-def retry_or_give_up(task: Task[Any, Any], chunk: Chunk, outcomes: list[Outcome], exc: TransientError) -> None:
+def timed_out(task: Task[Any, Any]) -> TaskTimedOut:
+    # The limit a sender set for this task (its `timelimit` header: hard, soft), else ours.
+    soft = (task.request.timelimit or (None, None))[1] or TASK_SOFT_TIME_LIMIT_S
+    return TaskTimedOut(f"the task ran past its soft time limit of {soft} s")
+
+
+def retry_or_give_up(
+    task: Task[Any, Any], chunk: Chunk, outcomes: list[Outcome] | None, exc: TransientError
+) -> None:
     """Retry with backoff while the policy allows; then dead-letter the chunk as retries_exhausted."""
     retries = task.request.retries
     if not policy.exhausted(retries):
@@ -107,7 +123,7 @@ def retry_or_give_up(task: Task[Any, Any], chunk: Chunk, outcomes: list[Outcome]
         requeue_later(task, chunk, policy.cap_s, dlq_exc)
     record([], result)
     forget(chunk.id)
-    log.error("chunk %s: retries exhausted, %d messages dead-lettered: %s", chunk.id, len(outcomes), exc)
+    log.error("chunk %s: retries exhausted, %d messages dead-lettered: %s", chunk.id, len(chunk.messages), exc)
 
 
 def forget(chunk_id: str) -> None:
@@ -147,13 +163,27 @@ def requeue_later(task: Task[Any, Any], chunk: Chunk, countdown: float, exc: Exc
         raise Reject(rejected.reason, requeue=True) from exc
 
 
-def give_up(chunk: Chunk, outcomes: list[Outcome], detail: str) -> list[Rejected]:
-    """Every message of the chunk as a dead letter: invalid ones keep their own reason."""
+def give_up(chunk: Chunk, outcomes: list[Outcome] | None, detail: str) -> list[Rejected]:
+    """Every message of the chunk as a dead letter: invalid ones keep their own reason.
+
+    Without outcomes (the time limit struck while they were being made) each message's tenant
+    is taken from its topic, and every message is retries_exhausted.
+    """
+    if outcomes is None:
+        return [Rejected(seq, tenant_of(m.topic), m.topic, m.payload, RetriesExhausted.reason, detail)
+                for seq, m in enumerate(chunk.messages)]
     return [
         o if isinstance(o, Rejected)
         else Rejected(o.seq, o.tenant, o.topic, o.payload, RetriesExhausted.reason, detail)
         for o in outcomes
     ]
+
+
+def tenant_of(topic: str) -> str | None:
+    try:
+        return parse_topic(topic).tenant
+    except PermanentError:
+        return None
 
 
 @app.task(name=PURGE_TASK)
