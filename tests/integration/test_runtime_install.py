@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from psycopg import sql
 
-from tests.conftest import fresh_redis_db
+from tests.conftest import _used_redis_dbs, fresh_redis_db
 from tests.support import (
     PG_ADMIN,
     REDIS_HOST,
@@ -165,7 +166,6 @@ class Runtime:
     bin: Path
     database_url: str
     migrate: subprocess.CompletedProcess[str]
-    env: dict[str, str]
     prefix: str
     flower_port: int
     worker_name: str
@@ -202,6 +202,16 @@ def drop_database(url: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def release_redis_db(index: int) -> None:
+    redis.Redis(host=REDIS_HOST, port=6379, db=index).flushdb()
+    _used_redis_dbs.discard(index)  # as the redis_db fixture does: 15 indexes go round
+
+
+def terminate_all(processes: tuple[Process, ...]) -> None:
+    for process in processes:
+        process.signal(signal.SIGTERM)
+
+
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     bin_dir = runtime_venv() / "bin"
@@ -215,17 +225,16 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     # PYTHONPATH empty and the venv first on PATH: nothing of .venv can reach these processes.
     env = service_env(database_url, db_index, prefix, FLOWER_BASIC_AUTH=f"{AUTH[0]}:{AUTH[1]}",
                       PYTHONPATH="", PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    migrate = run_migrations(bin_dir, database_url)
-    processes = start_all(bin_dir, env, log_dir, flower_port, worker_name)
-    try:
-        yield Runtime(bin_dir, database_url, migrate, env, prefix, flower_port, worker_name, *processes)
-    finally:
+    # Cleanups run last-registered first, and every one of them runs even when another fails.
+    with ExitStack() as cleanup:
+        cleanup.callback(drop_database, database_url)
+        cleanup.callback(release_redis_db, db_index)
+        migrate = run_migrations(bin_dir, database_url)
+        processes = start_all(bin_dir, env, log_dir, flower_port, worker_name)
         for process in processes:
-            process.signal(signal.SIGTERM)
-        for process in processes:
-            process.stop()
-        redis.Redis(host=REDIS_HOST, port=6379, db=db_index).flushdb()
-        drop_database(database_url)
+            cleanup.callback(process.stop)
+        cleanup.callback(terminate_all, processes)  # all at once, so their stops overlap
+        yield Runtime(bin_dir, database_url, migrate, prefix, flower_port, worker_name, *processes)
 
 
 def get(port: int, path: str, auth: tuple[str, str] | None) -> tuple[int, str]:
