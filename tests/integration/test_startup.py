@@ -45,3 +45,32 @@ def test_log_format_json_gives_one_json_object_per_line(database_url: str, redis
     records = [orjson.loads(line) for line in lines]
     assert {"ts", "level", "logger", "message"} <= set(records[0])
     assert any("mqtt subscribed" in r["message"] for r in records)
+
+
+SECRET = "q7Zx/ü:@Kj?#%9w"  # no three characters of it in a row are in any fixed message
+
+
+@pytest.mark.parametrize(("variable", "value", "problem"), [
+    pytest.param("MQTT_URL", f"mqtt://svc:{SECRET}@broker", "MQTT_URL: the port is not a number", id="MQTT_URL"),
+    pytest.param("CELERY_BROKER_URL", f"redis://:{SECRET}@redis:6379/0", "CELERY_BROKER_URL: the port is not",
+                 id="CELERY_BROKER_URL"),
+    pytest.param("DATABASE_URL", f"postgresql://u:{SECRET}@db/x", "DATABASE_URL: the port is not", id="DATABASE_URL"),
+    pytest.param("FLOWER_BASIC_AUTH", SECRET.replace(":", ""), "FLOWER_BASIC_AUTH: must be user:password",
+                 id="FLOWER_BASIC_AUTH"),
+    pytest.param("MQTT_URL_FILE", "", "MQTT_URL: the port is not a number", id="MQTT_URL_FILE"),
+])
+def test_the_listener_stops_on_a_bad_secret_without_showing_any_of_it(
+    variable: str, value: str, problem: str, tmp_path: Path
+) -> None:
+    if variable.endswith("_FILE"):
+        (tmp_path / "secret").write_text(f"mqtt://svc:{SECRET}@broker\n")
+        value = str(tmp_path / "secret")
+    secrets = ("MQTT_URL", "CELERY_BROKER_URL", "DATABASE_URL", "FLOWER_BASIC_AUTH")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(secrets)}
+    done = subprocess.run([PYTHON, "-m", "listener"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={**env, variable: value, "PYTHONPATH": str(ROOT)}, check=False)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"invalid setting {problem}")
+    pieces = {SECRET[i:i + 3] for i in range(len(SECRET) - 2)}
+    assert [p for p in pieces if p in done.stdout + done.stderr] == []

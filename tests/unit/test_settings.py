@@ -48,6 +48,9 @@ def settings_error(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
         pytest.param("batch_size", 800, id="INGEST_BATCH_SIZE"),
         pytest.param("batch_ms", 250, id="INGEST_BATCH_MS"),
         pytest.param("max_payload_bytes", 65_536, id="INGEST_MAX_PAYLOAD_BYTES"),
+        pytest.param("batch_bytes", 1_048_576, id="INGEST_BATCH_BYTES"),
+        pytest.param("mqtt_max_packet_bytes", 1_048_576, id="MQTT_MAX_PACKET_BYTES"),
+        pytest.param("max_queue_bytes", 268_435_456, id="INGEST_MAX_QUEUE_BYTES"),
         pytest.param("dlq_retention_days", 14, id="DLQ_RETENTION_DAYS"),
         pytest.param("metrics_port", 9100, id="METRICS_PORT"),
         pytest.param("worker_metrics_port", 9101, id="WORKER_METRICS_PORT"),
@@ -77,7 +80,10 @@ def test_the_default_broker_is_plain_mqtt_on_localhost() -> None:
     [
         pytest.param("MQTT_QOS", "0", "mqtt_qos", 0, id="qos 0"),
         pytest.param("MQTT_QOS", "1", "mqtt_qos", 1, id="qos 1 as text"),
-        pytest.param("MQTT_QOS", "2", "mqtt_qos", 2, id="qos 2"),
+        pytest.param("INGEST_BATCH_BYTES", "65536", "batch_bytes", 65_536, id="batch bytes"),
+        pytest.param("MQTT_MAX_PACKET_BYTES", "268435455", "mqtt_max_packet_bytes", 268_435_455,
+                     id="MQTT's largest packet"),
+        pytest.param("INGEST_MAX_QUEUE_BYTES", "1000000", "max_queue_bytes", 1_000_000, id="queue bytes"),
         pytest.param("INGEST_BATCH_SIZE", "50", "batch_size", 50, id="batch size"),
         pytest.param("INGEST_BATCH_MS", "1000", "batch_ms", 1000, id="batch ms"),
         pytest.param("LOG_LEVEL", "debug", "log_level", "DEBUG", id="log level any case"),
@@ -122,9 +128,14 @@ def test_the_environment_wins_over_the_dotenv_file(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize(
     ("variable", "value", "problem"),
     [
-        pytest.param("MQTT_QOS", "3", "Input should be 0, 1 or 2 (got '3')", id="qos 3"),
-        pytest.param("MQTT_QOS", "abc", "Input should be 0, 1 or 2 (got 'abc')", id="qos not a number"),
-        pytest.param("MQTT_QOS", "-1", "Input should be 0, 1 or 2", id="negative qos"),
+        pytest.param("MQTT_QOS", "3", "Input should be 0 or 1 (got '3')", id="qos 3"),
+        pytest.param("MQTT_QOS", "abc", "Input should be 0 or 1 (got 'abc')", id="qos not a number"),
+        pytest.param("MQTT_QOS", "-1", "Input should be 0 or 1", id="negative qos"),
+        pytest.param("INGEST_BATCH_BYTES", "0", "greater than or equal to 1", id="batch bytes 0"),
+        pytest.param("INGEST_MAX_QUEUE_BYTES", "0", "greater than or equal to 1", id="queue bytes 0"),
+        pytest.param("MQTT_MAX_PACKET_BYTES", "100", "greater than or equal to 1024", id="packet too small"),
+        pytest.param("MQTT_MAX_PACKET_BYTES", "268435456", "less than or equal to 268435455",
+                     id="packet larger than MQTT allows"),
         pytest.param("INGEST_BATCH_SIZE", "abc", "valid integer", id="batch size not a number"),
         pytest.param("INGEST_BATCH_SIZE", "0", "greater than or equal to 1 (got '0')", id="batch size 0"),
         pytest.param("INGEST_BATCH_SIZE", "12.5", "valid integer", id="batch size fraction"),
@@ -138,7 +149,11 @@ def test_the_environment_wins_over_the_dotenv_file(monkeypatch: pytest.MonkeyPat
         pytest.param("MQTT_URL", "http://x", "scheme must be mqtt:// or mqtts://", id="MQTT_URL http"),
         pytest.param("MQTT_URL", "mqtt://", "a host is required", id="MQTT_URL without host"),
         pytest.param("MQTT_URL", "localhost:1883", "scheme must be", id="MQTT_URL without scheme"),
-        pytest.param("MQTT_URL", "mqtt://h:notaport", "Port could not be cast", id="MQTT_URL bad port"),
+        pytest.param("MQTT_URL", "mqtt://h:notaport", "the port is not a number from 0 to 65535",
+                     id="MQTT_URL bad port"),
+        pytest.param("MQTT_URL", "mqtt://h:1883/x", "takes no path", id="MQTT_URL with a path"),
+        pytest.param("CELERY_BROKER_URL", "redis://h:99999/0", "the port is not a number", id="broker bad port"),
+        pytest.param("DATABASE_URL", "postgresql://db:x/y", "the port is not a number", id="database bad port"),
         pytest.param("MQTT_TOPICS", " , ", "at least one topic filter is required", id="no topics"),
         pytest.param("MQTT_CLIENT_ID", "", "at least 1 character", id="empty client id"),
         pytest.param("CELERY_BROKER_URL", "amqp://h", "must be a redis:// URL", id="broker not redis"),
@@ -175,7 +190,7 @@ def test_load_settings_exits_2_with_one_line_naming_the_variable(
     out, err = capsys.readouterr()
     assert caught.value.code == 2
     assert out == ""
-    assert err.splitlines() == ["invalid setting MQTT_QOS: Input should be 0, 1 or 2 (got '3')"]
+    assert err.splitlines() == ["invalid setting MQTT_QOS: Input should be 0 or 1 (got '3')"]
 
 
 def test_load_settings_names_a_malformed_variable_from_dotenv(
@@ -259,7 +274,7 @@ def test_parse_mqtt_url(url: str, address: MqttAddress) -> None:
         pytest.param("tcp://broker:1883", "scheme must be", id="tcp"),
         pytest.param("broker:1883", "scheme must be", id="no scheme"),
         pytest.param("mqtt://", "a host is required", id="no host"),
-        pytest.param("mqtt://broker:99999", "out of range", id="port out of range"),
+        pytest.param("mqtt://broker:99999", "the port is not a number from 0 to 65535", id="port out of range"),
     ],
 )
 def test_parse_mqtt_url_rejects(url: str, problem: str) -> None:
@@ -280,3 +295,36 @@ def test_a_backoff_larger_than_its_cap_stops_the_process_naming_both(
     assert err.count("\n") == 1
     assert "INGEST_RETRY_BACKOFF_S (90.0) must not exceed INGEST_RETRY_BACKOFF_MAX_S (60.0)" in err
     assert "s3cret" not in err
+
+
+@pytest.mark.parametrize("value", ["2", " 2 "])
+def test_qos_2_stops_the_process_with_one_line_saying_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    monkeypatch.setenv("MQTT_QOS", value)
+    with pytest.raises(SystemExit) as exited:
+        load_settings()
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("invalid setting MQTT_QOS: 2 is refused: paho acknowledges a QoS 2 message (PUBREC) "
+                           "before the listener has enqueued it")
+    assert "a QoS 1 subscription still receives QoS 2 publishes, at QoS 1" in line
+
+
+@pytest.mark.parametrize(("payload", "packet", "refused"), [
+    pytest.param("65536", "65536", False, id="equal"),
+    pytest.param("1048576", "2097152", False, id="payload below packet"),
+    pytest.param("2000000", "1048576", True, id="payload above the default packet"),
+    pytest.param("70000", "65536", True, id="payload one packet-size above"),
+])
+def test_the_payload_limit_must_not_exceed_the_packet_size(
+    monkeypatch: pytest.MonkeyPatch, payload: str, packet: str, refused: bool
+) -> None:
+    monkeypatch.setenv("INGEST_MAX_PAYLOAD_BYTES", payload)
+    monkeypatch.setenv("MQTT_MAX_PACKET_BYTES", packet)
+    if not refused:
+        assert Settings().mqtt_max_packet_bytes == int(packet)
+        return
+    line = settings_error(monkeypatch)
+    assert line == (f"invalid setting INGEST_MAX_PAYLOAD_BYTES ({payload}) must not exceed "
+                    f"MQTT_MAX_PACKET_BYTES ({packet})")
