@@ -108,6 +108,24 @@ def test_a_refused_message_is_db_rejected_and_its_neighbours_are_stored(db: str,
     assert f"SQLSTATE {sqlstate}" in rows[0][5]
 
 
+def test_every_refused_message_of_a_large_chunk_is_found_and_the_rest_stored(db: str, store: Store) -> None:
+    tenant, chunk_id = unique("many-"), unique("chunk-")
+    refused_seqs = [0, 1, 57, 100, 255, 399]
+    chunk: list[Outcome] = [
+        telem(seq, tenant, device=incompressible(3000) if seq in refused_seqs else f"d{seq}") for seq in range(400)
+    ]
+    # The same command acknowledged twice, far apart: the later ack wins, as in one statement.
+    chunk[10] = ack(10, tenant, payload='{"n": 1}')
+    chunk[390] = ack(390, tenant, payload='{"n": 2}')
+
+    result = store.write(chunk_id, chunk)
+
+    assert sorted(r.seq for r in result.dead) == refused_seqs
+    assert [r[0] for r in dead_letters(db, chunk_id)] == refused_seqs
+    assert count(db, "ts_measure", tenant) == 400 - len(refused_seqs) - 2
+    assert query(db, "SELECT payload FROM cmd_ack WHERE tenant_id = %s", (tenant,)) == [({"n": 2},)]
+
+
 def test_a_tenant_too_long_for_any_index_is_db_rejected_and_still_dead_lettered(db: str, store: Store) -> None:
     neighbour, tenant = unique("n-"), incompressible(3000, seed=11)
     chunk_id = unique("chunk-")
