@@ -1,17 +1,32 @@
-"""Row-level security as the migrations set it up: readers and the writer see only their tenant."""
+"""Row-level security as the migrations set it up: readers and the writer see only their tenant,
+through every relation they can reach, on plain PostgreSQL and on TimescaleDB (ts_measure a
+hypertable, its rows in chunks)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from tests.support import unique
+from tests.timescale.cluster import fresh_timescale_database
+from tests.timescale.isolation import cross_tenant_paths, store_measures, store_other_rows
 
 pytestmark = pytest.mark.integration
 
 TABLES = ("ts_measure", "cmd_ack", "device_event", "ingest_errors")
+
+
+@pytest.fixture(scope="module", params=["postgresql", "timescaledb"])
+def database_url(request: pytest.FixtureRequest, database_url: str) -> Iterator[str]:
+    """Every test here runs on the session's plain PostgreSQL database and on a TimescaleDB one."""
+    if request.param == "postgresql":
+        yield database_url
+    else:
+        with fresh_timescale_database("traksense_isolation_") as url:
+            yield url
 
 
 @pytest.fixture
@@ -109,3 +124,19 @@ def test_the_writer_is_not_a_superuser_and_cannot_bypass_rls(database_url: str) 
         row = conn.execute("SELECT rolsuper, rolbypassrls, rolcanlogin FROM pg_roles "
                            "WHERE rolname = 'ingest_writer'").fetchone()
     assert row == (False, False, False)
+
+
+def test_no_tenant_role_reads_or_writes_another_tenants_rows_through_any_relation(database_url: str) -> None:
+    """Every relation either role can reach, in every schema (on TimescaleDB, ts_measure's chunks
+    too: its rows lie three weeks apart, a chunk each), tried for tenant B's rows under A's setting."""
+    a, b = unique("ta"), unique("tb")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for weeks in range(3):
+            for tenant in (a, b):
+                store_measures(conn, tenant, datetime(2025, 3, 3, tzinfo=UTC) + timedelta(weeks=weeks))
+        for tenant in (a, b):
+            store_other_rows(conn, tenant, datetime(2025, 3, 3, tzinfo=UTC))
+        conn.execute("ANALYZE")  # pg_stats shows what ANALYZE gathered, as autovacuum would
+    paths, tried = cross_tenant_paths(database_url, (a, b))
+    assert paths == []
+    assert "tenant_reader public.ts_measure" in tried
