@@ -18,7 +18,9 @@ from ingest_tasks.gc_tuning import tune_gc
 from ingest_tasks.ledger import Ledger
 from ingest_tasks.logs import configure_logging
 from ingest_tasks.settings import Settings, load_settings
+from listener.backpressure import QueueGate, QueueLimits, QueueLoad
 from listener.chunker import Chunker, ChunkPolicy
+from listener.keepalive import keepalive_options
 from listener.mqtt import Delivery, Subscriber, SubscriberConfig
 from listener.service import Listener
 
@@ -31,6 +33,10 @@ def max_buffered(settings: Settings) -> int:
     return settings.batch_size * INFLIGHT_CHUNKS
 
 
+def max_buffered_bytes(settings: Settings) -> int:
+    return settings.batch_bytes * INFLIGHT_CHUNKS
+
+
 def subscriber_config(settings: Settings) -> SubscriberConfig:
     return SubscriberConfig(
         address=settings.mqtt,
@@ -41,7 +47,25 @@ def subscriber_config(settings: Settings) -> SubscriberConfig:
         session_expiry_s=settings.mqtt_session_expiry_s,
         receive_maximum=max_buffered(settings),
         ca_file=settings.mqtt_ca_file,
+        max_packet_bytes=settings.mqtt_max_packet_bytes,
     )
+
+
+def queue_client(url: str) -> redis.Redis:
+    """The listener's own Redis client (queue depth, memory, ledger): short timeouts, TCP keepalive."""
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, socket_keepalive=True,
+                                socket_keepalive_options=keepalive_options())
+
+
+def queue_load_reader(client: redis.Redis) -> Callable[[], QueueLoad]:
+    def read() -> QueueLoad:
+        pipe = client.pipeline(transaction=False)  # one round trip for both
+        pipe.llen(QUEUE)
+        pipe.info("memory")
+        depth, memory = pipe.execute()
+        return QueueLoad(int(depth), int(memory["used_memory"]))
+
+    return read
 
 
 def build(settings: Settings) -> Listener:
@@ -50,15 +74,12 @@ def build(settings: Settings) -> Listener:
     def subscriber(on_delivery: Callable[[Delivery], None]) -> Subscriber:
         return Subscriber(config, on_delivery, clock=time.time)
 
-    queue_client = redis.Redis.from_url(settings.celery_broker_url, socket_timeout=2, socket_connect_timeout=2)
-
-    def queue_depth() -> int:
-        return int(queue_client.llen(QUEUE))
-
-    policy = ChunkPolicy(settings.batch_size, settings.batch_ms / 1000)
-    return Listener(create_app(settings), subscriber, Chunker(policy), queue_depth, settings.max_queue_chunks,
-                    ledger=Ledger(queue_client), resend_after_s=settings.resend_after_s,
-                    max_buffered=max_buffered(settings))
+    client = queue_client(settings.celery_broker_url)
+    gate = QueueGate(queue_load_reader(client), QueueLimits(settings.max_queue_chunks, settings.max_queue_bytes))
+    policy = ChunkPolicy(settings.batch_size, settings.batch_ms / 1000, settings.batch_bytes)
+    return Listener(create_app(settings), subscriber, Chunker(policy), gate,
+                    ledger=Ledger(client), resend_after_s=settings.resend_after_s,
+                    max_buffered=max_buffered(settings), max_buffered_bytes=max_buffered_bytes(settings))
 
 
 def main() -> int:

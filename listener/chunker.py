@@ -1,7 +1,8 @@
-"""Grouping messages into chunks: by size, or by the age of the oldest. Pure; `now` is passed in.
+"""Grouping messages into chunks: by count, by bytes, or by the age of the oldest. Pure; `now` is passed in.
 
-The policy is a frozen value; the state (what is waiting) is a separate mutable object, so tests
-are tables of timestamps.
+The policy is a frozen value; the state (what is waiting, and its bytes) is a separate mutable
+object, so tests are tables of (size, bytes, time). Each item's bytes are given by the caller
+(the listener counts payload + topic); the chunker never looks inside an item.
 """
 
 from __future__ import annotations
@@ -17,35 +18,44 @@ T = TypeVar("T")
 class ChunkPolicy:
     max_size: int  # messages
     max_age_s: float  # how long the oldest message may wait
+    max_bytes: int  # of a chunk's messages together; one larger message goes alone
 
     def __post_init__(self) -> None:
-        if self.max_size < 1 or self.max_age_s <= 0:
+        if self.max_size < 1 or self.max_age_s <= 0 or self.max_bytes < 1:
             raise ValueError(f"invalid chunk policy {self}")
 
 
 class Chunker(Generic[T]):
-    """Messages waiting to be sent, in arrival order."""
+    """Messages waiting to be sent, in arrival order, with their bytes."""
 
     def __init__(self, policy: ChunkPolicy) -> None:
         self.policy = policy
         self._items: list[T] = []
         self._arrived: list[float] = []  # arrival time of each waiting item
+        self._sizes: list[int] = []  # bytes of each waiting item
+        self.bytes = 0  # of all waiting items
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, item: T, now: float) -> None:
+    def add(self, item: T, now: float, nbytes: int) -> None:
         self._items.append(item)
         self._arrived.append(now)
+        self._sizes.append(nbytes)
+        self.bytes += nbytes
 
     def deadline(self) -> float | None:
         """When the waiting messages become due by age; None when nothing waits."""
         return self._arrived[0] + self.policy.max_age_s if self._arrived else None
 
     def take_due(self, now: float) -> list[T] | None:
-        """The next chunk if one is due (full, or its oldest is old enough), else None."""
-        if len(self._items) >= self.policy.max_size:
-            return self._take(self.policy.max_size)
+        """The next chunk if one is due (full by count or bytes, or its oldest is old enough), else None.
+
+        A chunk full by bytes holds the most messages that stay within `max_bytes` (at least one):
+        so a chunk is never larger than `max_bytes` or its one largest message.
+        """
+        if len(self._items) >= self.policy.max_size or self.bytes >= self.policy.max_bytes:
+            return self._take(self._fitting())
         deadline = self.deadline()
         if deadline is not None and now >= deadline:
             return self.take_all()
@@ -53,16 +63,29 @@ class Chunker(Generic[T]):
 
     def take_out(self, chosen: Callable[[T], bool]) -> list[T]:
         """Remove the waiting items `chosen` selects; the others keep their place and arrival time."""
-        taken = [item for item in self._items if chosen(item)]
-        kept = [(item, at) for item, at in zip(self._items, self._arrived, strict=True) if not chosen(item)]
-        self._items = [item for item, _ in kept]
-        self._arrived = [at for _, at in kept]
+        rows = list(zip(self._items, self._arrived, self._sizes, strict=True))
+        taken = [item for item, _, _ in rows if chosen(item)]
+        kept = [row for row in rows if not chosen(row[0])]
+        self._items = [item for item, _, _ in kept]
+        self._arrived = [at for _, at, _ in kept]
+        self._sizes = [size for _, _, size in kept]
+        self.bytes = sum(self._sizes)
         return taken
 
     def take_all(self) -> list[T]:
         return self._take(len(self._items))
 
+    def _fitting(self) -> int:
+        """How many of the oldest messages make one chunk within both limits (at least one)."""
+        total = 0
+        for count, size in enumerate(self._sizes[:self.policy.max_size]):
+            total += size
+            if total > self.policy.max_bytes:
+                return max(1, count)
+        return min(len(self._items), self.policy.max_size)
+
     def _take(self, count: int) -> list[T]:
         chunk = self._items[:count]
-        del self._items[:count], self._arrived[:count]
+        self.bytes -= sum(self._sizes[:count])
+        del self._items[:count], self._arrived[:count], self._sizes[:count]
         return chunk

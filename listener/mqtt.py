@@ -9,14 +9,16 @@ Why these options: MQTT v5 with `clean_start=False` and a session-expiry interva
 session (and the QoS 1 messages queued for it) across restarts; paho's default
 `MQTT_CLEAN_START_FIRST_ONLY` would throw it away at every process start. `Receive Maximum` caps
 how many unacknowledged messages the broker sends us, which bounds the listener's memory while
-it waits for Redis. A broker does not always keep to it (Mosquitto 2.0.11 stops doing so once
-PUBACKs flow, and QoS 0 messages have no such cap), so the caller can also hold reads: the socket
-is then left unread and TCP makes the broker wait.
+it waits for Redis, and `Maximum Packet Size` caps the size of one packet: the framing here
+refuses a larger one rather than buffer it. A broker does not always keep to Receive Maximum
+(Mosquitto 2.0.11 stops doing so once PUBACKs flow, and QoS 0 messages have no such cap), so the
+caller can also hold reads: the socket is then left unread and TCP makes the broker wait.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import struct
 import threading
@@ -36,7 +38,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest_tasks import metrics
-from ingest_tasks.settings import MqttAddress
+from ingest_tasks.settings import MQTT_PACKET_LIMIT, MqttAddress
+from listener.keepalive import enable_keepalive
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +128,9 @@ class BatchReadingClient(mqtt.Client):
         # Asked before every read: True leaves the socket unread (see the module's doc).
         self.hold_reads: Callable[[], bool] = lambda: False
         self.reads_resumed = threading.Event()  # set to end a hold's wait early
+        # The Maximum Packet Size announced in CONNECT: a larger packet is a protocol error, so
+        # a broker's bug cannot make this client buffer up to MQTT's 256 MiB for one packet.
+        self.max_packet_bytes = MQTT_PACKET_LIMIT
 
     def puback_all(self, mids: Sequence[int]) -> None:
         """PUBACK these QoS 1 messages in one write: the bytes paho's `ack` sends, one packet each.
@@ -144,6 +150,11 @@ class BatchReadingClient(mqtt.Client):
             # certificate that does not verify would otherwise leave no trace in the log.
             log.warning("mqtt cannot connect to %s:%d: %s; retrying with backoff", self.host, self.port, exc)
             raise
+
+    def _create_socket_connection(self) -> socket.socket:
+        sock = super()._create_socket_connection()
+        enable_keepalive(sock)  # before TLS wraps it; each reconnect makes a new one
+        return sock
 
     def _packet_read(self) -> MQTTErrorCode:
         if self.hold_reads():
@@ -194,6 +205,9 @@ class BatchReadingClient(mqtt.Client):
             if length is None:
                 break
             start, end = length[1], length[1] + length[0]
+            if end - pos > self.max_packet_bytes:
+                raise MalformedMqtt(f"a packet of {end - pos} bytes, larger than the Maximum Packet Size "
+                                    f"{self.max_packet_bytes} this client announced")
             if end > size:
                 self._pending_need = end - pos
                 break
@@ -231,6 +245,7 @@ class Delivery(msgspec.Struct, frozen=True):  # one per message: cheaper to buil
     mid: int
     qos: int
     generation: int  # which connection delivered it; a mid means nothing on another one
+    size: int  # bytes of payload and topic: what the listener's byte bounds count
 
 
 @dataclass(frozen=True)
@@ -243,6 +258,7 @@ class SubscriberConfig:
     session_expiry_s: int
     receive_maximum: int
     ca_file: str = ""
+    max_packet_bytes: int = MQTT_PACKET_LIMIT
 
 
 def subscription_filters(topics: tuple[str, ...], shared_group: str) -> list[str]:
@@ -274,6 +290,7 @@ class Subscriber:
         if c.address.tls:
             client.tls_set(ca_certs=c.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        client.max_packet_bytes = c.max_packet_bytes
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_subscribe = self._handle_subscribe
@@ -285,6 +302,7 @@ class Subscriber:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.config.session_expiry_s
         props.ReceiveMaximum = min(RECEIVE_MAXIMUM_LIMIT, self.config.receive_maximum)
+        props.MaximumPacketSize = self.config.max_packet_bytes  # the broker drops larger ones for us
         a = self.config.address
         log.info("mqtt connecting to %s:%d as %s", a.host, a.port, self.config.client_id)
         self.client.connect_async(a.host, a.port, KEEPALIVE_S, clean_start=False, properties=props)
@@ -357,7 +375,8 @@ class Subscriber:
             name = topic.decode()
         except UnicodeDecodeError:  # brokers should refuse such topics; keep the message anyway
             name = topic.decode("utf-8", "replace")
-        self._on_delivery(Delivery(name, payload, self._clock(), mid, qos, self.generation))
+        self._on_delivery(Delivery(name, payload, self._clock(), mid, qos, self.generation,
+                                   len(topic) + len(payload)))
 
     def _handle_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -365,4 +384,5 @@ class Subscriber:
         except UnicodeDecodeError:  # brokers should refuse such topics; keep the message anyway
             topic = msg._topic.decode("utf-8", "replace")
         payload = cast(bytes, msg.payload)  # paho hands over bytes; its annotation also allows bytearray
-        self._on_delivery(Delivery(topic, payload, self._clock(), msg.mid, msg.qos, self.generation))
+        self._on_delivery(Delivery(topic, payload, self._clock(), msg.mid, msg.qos, self.generation,
+                                   len(msg._topic) + len(payload)))

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from ingest_tasks import metrics
 from ingest_tasks.envelope import QUEUE, TASK_NAME, args_summary, new_chunk_id, to_wire
 from ingest_tasks.ledger import BODY, MAX_RESENDS, Ledger
+from listener.backpressure import QueueGate
 from listener.chunker import Chunker
 from listener.mqtt import Delivery, Subscriber
 
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 SEND_BACKOFF_MIN_S = 0.1
 SEND_BACKOFF_MAX_S = 5.0
 IDLE_WAKE_S = 0.05  # how often the loop looks at the clock when nothing is due
-QUEUE_POLL_S = 1.0  # how often the Redis queue depth is read
 REDELIVERY_WAIT_S = 5.0  # after a reconnect, how long old deliveries wait for the broker's copy
 LEDGER_SWEEP_S = 5.0  # how often the ledger is searched for chunks lost on their way to a worker
 HOLD_LOG_EVERY_S = 60.0  # at most one log line a minute about held reads
@@ -53,26 +53,25 @@ def redelivery_key(d: Delivery) -> RedeliveryKey:
 
 class Listener:
     def __init__(self, app: Celery, subscriber_factory: Callable[[Callable[[Delivery], None]], Subscriber],
-                 chunker: Chunker[Delivery], queue_depth: Callable[[], int], max_queue_chunks: int, *,
-                 ledger: Ledger, resend_after_s: float, max_buffered: int) -> None:
+                 chunker: Chunker[Delivery], gate: QueueGate, *,
+                 ledger: Ledger, resend_after_s: float, max_buffered: int, max_buffered_bytes: int) -> None:
         self._app = app
         self._ledger = ledger
         self._resend_after_s = resend_after_s
         self._swept_at = time.monotonic()
         self._chunker = chunker
-        self._queue_depth = queue_depth
-        self._max_queue_chunks = max_queue_chunks
-        self._queue_checked_at = -QUEUE_POLL_S
-        self._queue_depth_seen = 0
-        self._sent_since_poll = 0  # chunks sent since the depth was read: the queue holds them too
-        self._queue_full = False
+        self._gate = gate
         self._generation = 0  # the MQTT connection the loop last saw
         self._awaiting: dict[RedeliveryKey, Delivery] = {}  # old deliveries the broker should resend
         self._awaiting_until = 0.0
         self._inbox: deque[Delivery] = deque()
+        # The inbox's bytes as two counters, each written by one thread only (no lock, no lost update).
+        self._bytes_received = 0  # paho's network thread
+        self._bytes_drained = 0  # this loop
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._max_buffered = max_buffered
+        self._max_buffered_bytes = max_buffered_bytes
         self._hold_logged_at = -HOLD_LOG_EVERY_S
         self.subscriber = subscriber_factory(self._receive)
         self.subscriber.hold_reads_while(self._buffer_full)
@@ -80,26 +79,31 @@ class Listener:
 
     def _receive(self, delivery: Delivery) -> None:
         self._inbox.append(delivery)  # deque.append is atomic: no lock on the hot path
+        self._bytes_received += delivery.size
         if len(self._inbox) >= self._chunker.policy.max_size:
             self._wake.set()
 
     def _buffer_full(self) -> bool:
-        """Whether the listener holds more messages than it ever should (paho's network thread asks).
+        """Whether the listener holds more messages or bytes than it ever should (paho's network thread asks).
 
         Receive Maximum keeps a broker from sending more, unacknowledged; when one sends more
-        anyway, the rest waits in the socket and the broker instead of in this process's memory.
+        anyway (or fewer, larger messages fill the byte bound), the rest waits in the socket and
+        the broker instead of in this process's memory.
         """
         buffered = len(self._inbox) + len(self._chunker)
-        if buffered <= self._max_buffered:  # as many as Receive Maximum allows: no hold, PINGRESPs read
+        nbytes = self._bytes_received - self._bytes_drained + self._chunker.bytes
+        # As many as Receive Maximum allows: no hold, PINGRESPs read.
+        if buffered <= self._max_buffered and nbytes <= self._max_buffered_bytes:
             return False
         metrics.BUFFERED.set(buffered)  # the loop may be busy retrying Redis: say it from here
+        metrics.BUFFERED_BYTES.set(nbytes)
         now = time.monotonic()
         if now - self._hold_logged_at >= HOLD_LOG_EVERY_S:
             self._hold_logged_at = now
-            log.info("%d messages wait to be enqueued, more than the listener holds: reading from the "
-                     "broker pauses until chunks go out (a broker keeping to Receive Maximum %d never "
-                     "sends this many unacknowledged; QoS 0 messages have no such limit)",
-                     buffered, self._max_buffered)
+            log.info("%d messages (%d bytes) wait to be enqueued, more than the listener holds (%d messages "
+                     "or %d bytes): reading from the broker pauses until chunks go out (a broker keeping to "
+                     "Receive Maximum never sends this many unacknowledged; QoS 0 messages have no such limit)",
+                     buffered, nbytes, self._max_buffered, self._max_buffered_bytes)
         return True
 
     def stop(self) -> None:
@@ -127,12 +131,12 @@ class Listener:
         log.info("listener stopped after %d chunks", self.chunks_sent)
 
     def _held(self) -> bool:
-        """Nothing is sent while MQTT is disconnected or the Redis queue is full."""
-        return not self.subscriber.connected.is_set() or self._backlogged()
+        """Nothing is sent while MQTT is disconnected or Redis holds too much (`QueueGate`)."""
+        return not self.subscriber.connected.is_set() or self._gate.check(time.monotonic())
 
     def _seconds_until_due(self) -> float:
         deadline = self._chunker.deadline()
-        if deadline is None or self._queue_full or not self.subscriber.connected.is_set():
+        if deadline is None or self._gate.full or not self.subscriber.connected.is_set():
             return IDLE_WAKE_S
         return max(0.0, min(IDLE_WAKE_S, deadline - time.monotonic()))
 
@@ -140,16 +144,19 @@ class Listener:
         now = time.monotonic()
         if self._awaiting and now >= self._awaiting_until:
             self._release_awaiting()
-        n = 0
+        n = nbytes = 0
         while self._inbox:
             delivery = self._inbox.popleft()
             if self._awaiting:
                 self._awaiting.pop(redelivery_key(delivery), None)  # the broker's copy replaces ours
-            self._chunker.add(delivery, now)
+            self._chunker.add(delivery, now, delivery.size)
             n += 1
+            nbytes += delivery.size
         if n:
+            self._bytes_drained += nbytes
             metrics.RECEIVED.inc(n)
         metrics.BUFFERED.set(len(self._chunker) + len(self._awaiting))
+        metrics.BUFFERED_BYTES.set(self._chunker.bytes)
 
     def _follow_reconnect(self) -> None:
         """After a reconnect that resumed the session, hold back what the old connection delivered."""
@@ -173,37 +180,8 @@ class Listener:
                     len(self._awaiting))
         now = time.monotonic()
         for delivery in self._awaiting.values():
-            self._chunker.add(delivery, now)
+            self._chunker.add(delivery, now, delivery.size)
         self._awaiting.clear()
-
-    def _backlogged(self) -> bool:
-        """True while the Redis queue holds too many chunks: then nothing is sent or acknowledged.
-
-        Unacknowledged messages stay with the broker, and MQTT's Receive Maximum stops it from
-        sending more, so the listener's memory stays bounded while the workers catch up.
-        """
-        now = time.monotonic()
-        if now - self._queue_checked_at >= QUEUE_POLL_S:
-            self._queue_checked_at = now
-            self._read_queue_depth()
-        # Between two reads, every chunk sent counts: else one second at full speed overshoots.
-        depth = self._queue_depth_seen + self._sent_since_poll
-        full = depth >= self._max_queue_chunks
-        if full != self._queue_full:
-            log.warning("queue depth %d %s the limit of %d chunks: %s", depth,
-                        "reached" if full else "is under", self._max_queue_chunks,
-                        "holding back" if full else "resuming")
-        self._queue_full = full
-        return full
-
-    def _read_queue_depth(self) -> None:
-        try:
-            depth = self._queue_depth()
-        except (RedisError, OSError) as exc:
-            log.warning("cannot read the queue depth from Redis: %s", exc)
-            return
-        metrics.QUEUE_SIZE.set(depth)
-        self._queue_depth_seen, self._sent_since_poll = depth, 0
 
     def _send_and_ack(self, deliveries: list[Delivery]) -> None:
         chunk_id = new_chunk_id()
@@ -213,7 +191,7 @@ class Listener:
         acked = self.subscriber.ack_all(deliveries)
         self.subscriber.resume_reads()
         self.chunks_sent += 1
-        self._sent_since_poll += 1
+        self._gate.sent(sum(d.size for d in deliveries))
         metrics.CHUNKS_ENQUEUED.inc()
         metrics.BATCH_SIZE.observe(len(deliveries))
         log.debug("chunk %s: sent messages=%d acked=%d", chunk_id, len(deliveries), acked)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import redis
 
 from ingest_tasks.settings import MqttAddress
 from listener import mqtt as mqtt_module
+from listener.__main__ import queue_client
+from listener.keepalive import KEEPALIVE_IDLE_S
 from listener.mqtt import READ_SIZE, Delivery, Subscriber, SubscriberConfig
 from tests.support import (
     MQTT_HOST,
@@ -197,3 +200,140 @@ def test_a_flood_past_receive_maximum_waits_in_the_broker_not_in_the_listener(
         assert buffered() == held  # nothing more was read meanwhile
     finally:
         listener.kill_group()  # a clean stop would retry the unreachable Redis for seconds first
+
+
+def test_a_chunk_is_sent_once_its_messages_bytes_reach_batch_bytes(
+    database_url: str, redis_db: int, log_dir: Path
+) -> None:
+    prefix = unique("ts")
+    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_SIZE="1000", INGEST_BATCH_MS="600000",
+                      INGEST_BATCH_BYTES="10000")
+    redis_url = env["CELERY_BROKER_URL"]
+    topic = f"{prefix}/t/s/d/telem"
+    payloads = [bytes([i]) * 3000 for i in range(5)]  # 3,000 + topic bytes each: three fit in 10,000
+    listener = start_listener(env, log_dir)
+    try:
+        with publisher() as pub:
+            for payload in payloads:
+                pub.publish(topic, payload)
+        chunks = wait_until(lambda: queued_chunks(redis_url), what="the chunk full by bytes")
+        assert [[m[1] for m in messages] for _, messages in chunks] == [payloads[:3]]
+    finally:
+        assert listener.stop() == 0
+    assert [m[1] for m in queued_chunks(redis_url)[-1][1]] == payloads[3:]  # the rest, at shutdown
+
+
+def test_a_flood_of_large_payloads_past_four_chunks_of_bytes_waits_in_the_broker(
+    database_url: str, redis_db: int, log_dir: Path
+) -> None:
+    # Few, large messages: 4 x INGEST_BATCH_SIZE is never reached, 4 x INGEST_BATCH_BYTES is.
+    prefix = unique("ts")
+    port = free_port()
+    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_SIZE="800", INGEST_BATCH_MS="50",
+                      INGEST_BATCH_BYTES="50000", METRICS_PORT=str(port), CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+    limit = 50_000 * 4  # INGEST_BATCH_BYTES x listener.__main__.INFLIGHT_CHUNKS
+    topic = f"{prefix}/t/s/d/telem"
+    payload = bytes(20_000)
+    per_read = READ_SIZE + len(payload) + len(topic)  # one read can complete a message begun before it
+    listener = start_listener(env, log_dir)
+    try:
+        with publisher() as pub:
+            for _ in range(200):  # 4 MB
+                pub.publish(topic, payload, qos=0)
+        listener.wait_for_log("reading from the broker pauses")
+
+        def buffered() -> float:
+            return scrape(port)["ingest_listener_buffered_bytes"]
+
+        def settled() -> float | None:
+            # The first chunk, taken out to be sent (and retried: Redis is unreachable), no longer
+            # counts, so reads may go on once after the hold began: wait until nothing more is read.
+            before = buffered()
+            time.sleep(0.5)
+            return before if before > limit and buffered() == before else None
+
+        held = wait_until(settled, what="the held buffer to stop growing")
+        assert limit < held <= limit + per_read
+        assert scrape(port)["ingest_listener_buffered_messages"] < 800  # the count bound was never the cause
+    finally:
+        listener.kill_group()
+
+
+def test_while_redis_uses_more_memory_than_allowed_nothing_is_enqueued_or_acknowledged(
+    database_url: str, redis_db: int, log_dir: Path
+) -> None:
+    prefix = unique("ts")
+    client_id = unique("test-listener-")
+    port = free_port()
+    env = service_env(database_url, redis_db, prefix, MQTT_CLIENT_ID=client_id, INGEST_BATCH_MS="50",
+                      METRICS_PORT=str(port))
+    redis_url = env["CELERY_BROKER_URL"]
+    first = start_listener({**env, "INGEST_MAX_QUEUE_BYTES": "1"}, log_dir, name="listener-redis-full")
+    first.wait_for_log("Redis memory in use")
+    assert "reached INGEST_MAX_QUEUE_BYTES 1: holding back" in first.log()
+    with publisher() as pub:
+        for i in range(5):
+            pub.publish(f"{prefix}/t/s/d/telem", f"m{i}".encode())
+    wait_until(lambda: scrape(port)["ingest_listener_buffered_messages"] == 5 or None, what="5 messages held")
+    assert scrape(port)["ingest_redis_memory_bytes"] > 1
+    assert queued_chunks(redis_url) == []
+    first.kill_group()  # nothing was acknowledged: the broker delivers all five again
+    second = start_listener(env, log_dir, name="listener-redis-room")
+    try:
+        def all_five() -> list[bytes] | None:
+            got = [m[1] for _, messages in queued_chunks(redis_url) for m in messages]
+            return got if len(got) >= 5 else None
+
+        got = wait_until(all_five, what="the redelivered messages")
+    finally:
+        second.stop()
+    assert sorted(got) == [f"m{i}".encode() for i in range(5)]
+
+
+def test_the_broker_drops_for_the_listener_a_packet_over_its_maximum_and_the_connection_stays() -> None:
+    prefix = unique("ts")
+    config = SubscriberConfig(MqttAddress(MQTT_HOST, MQTT_PORT, False, None, None), unique("test-max-packet-"),
+                              (f"{prefix}/#",), 1, "", TEST_SESSION_EXPIRY_S, 1000, max_packet_bytes=100_000)
+    got: list[Delivery] = []
+    subscriber = Subscriber(config, got.append, clock=time.time)
+    subscriber.start()
+    try:
+        wait_until(lambda: subscriber.connected.is_set() or None, what="the connection")
+        with publisher() as pub:
+            def subscribed() -> bool:
+                pub.publish(f"{prefix}/ready", b"?")
+                return any(d.topic == f"{prefix}/ready" for d in got)
+
+            wait_until(subscribed, interval=0.2, what="the subscription")
+            pub.publish(f"{prefix}/x", bytes(99_000))  # a packet within 100,000 bytes
+            pub.publish(f"{prefix}/x", bytes(100_000))  # a packet over it: the broker never sends it
+            pub.publish(f"{prefix}/x", b"after")
+        wait_until(lambda: any(d.payload == b"after" for d in got) or None, what="the message after")
+        subscriber.ack_all(got)
+        assert [len(d.payload) for d in got if d.topic == f"{prefix}/x"] == [99_000, 5]
+        assert subscriber.generation == 1  # never disconnected: our framing never saw the large packet
+    finally:
+        subscriber.stop()
+
+
+def test_the_listeners_connections_to_mqtt_and_redis_use_tcp_keepalive(redis_db: int) -> None:
+    config = SubscriberConfig(MqttAddress(MQTT_HOST, MQTT_PORT, False, None, None), unique("test-keepalive-"),
+                              (f"{unique('ts')}/#",), 1, "", TEST_SESSION_EXPIRY_S, 1000)
+    subscriber = Subscriber(config, lambda _d: None, clock=time.time)
+    subscriber.start()
+    client = queue_client(f"redis://127.0.0.1:6379/{redis_db}")
+    try:
+        wait_until(lambda: subscriber.connected.is_set() or None, what="the connection")
+        assert client.ping()
+        connection = client.connection_pool.get_connection()
+        try:
+            sockets = {"mqtt": subscriber.client.socket(), "redis": connection._sock}
+            for name, sock in sockets.items():
+                assert isinstance(sock, socket.socket), name
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1, name
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S, name
+        finally:
+            client.connection_pool.release(connection)
+    finally:
+        subscriber.stop()
+        client.close()

@@ -143,3 +143,32 @@ def test_a_closed_connection_is_reported_as_lost(
     client, broker, _ = wired
     broker.close()
     assert read_all(client) == MQTTErrorCode.MQTT_ERR_CONN_LOST
+
+
+@pytest.mark.parametrize(("over", "outcome"), [
+    pytest.param(0, MQTTErrorCode.MQTT_ERR_AGAIN, id="exactly the maximum: delivered"),
+    pytest.param(1, MQTTErrorCode.MQTT_ERR_PROTOCOL, id="one byte over: refused"),
+])
+def test_a_packet_is_read_up_to_the_announced_maximum_packet_size_and_no_further(
+    wired: tuple[BatchReadingClient, socket.socket, list[Publish]], over: int, outcome: MQTTErrorCode,
+) -> None:
+    client, broker, received = wired
+    client.max_packet_bytes = 100_000
+    header = len(encode(b"t/big", bytes(20_000), 9, 1, b"")) - 20_000  # besides the payload (3-byte length)
+    payload = bytes(100_000 - header + over)
+    assert len(encode(b"t/big", payload, 9, 1, b"")) == 100_000 + over
+    broker.sendall(encode(b"t/big", payload, 9, 1, b""))
+    assert read_all(client) == outcome
+    assert received == ([] if over else [(b"t/big", payload, 9, 1)])
+
+
+def test_a_huge_remaining_length_is_refused_at_its_header_without_buffering(
+    wired: tuple[BatchReadingClient, socket.socket, list[Publish]],
+) -> None:
+    # A broker's bug (or a hostile one) announcing MQTT's largest packet, 256 MiB: were it
+    # believed, the client would keep every byte that follows until 256 MiB had come.
+    client, broker, received = wired
+    client.max_packet_bytes = 1_048_576
+    broker.sendall(b"\x32\xff\xff\xff\x7f" + bytes(60_000))
+    assert read_all(client) == MQTTErrorCode.MQTT_ERR_PROTOCOL
+    assert (client._pending, client._pending_size, received) == ([], 0, [])
