@@ -14,10 +14,8 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import psycopg
 import redis
 
 from migrations.runner import apply_pending
@@ -165,29 +163,6 @@ class OwnedPostgres:
                 if pid_file.exists():
                     os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def reachable(database_url: str) -> bool:
-    try:
-        with psycopg.connect(database_url, connect_timeout=2):
-            return True
-    except psycopg.OperationalError:
-        return False
-
-
-def sleep_until(deadline: float) -> None:
-    time.sleep(max(0.0, deadline - time.monotonic()))
-
-
-def pool_children(pid: int) -> list[int]:
-    """The pool processes of a Celery worker: the children of its main process."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children]
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def rss_kib(pid: int) -> int:
