@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -19,7 +20,7 @@ from pathlib import Path
 import redis
 
 from migrations.runner import apply_pending
-from tests.support import ROOT, Process, free_port, wait_until
+from tests.support import ROOT, Process, wait_until
 
 MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "local.conf"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -33,6 +34,25 @@ def scratch_dir(prefix: str, owner: str | None = None) -> Path:
         entry = pwd.getpwnam(owner)
         os.chown(path, entry.pw_uid, entry.pw_gid)
     return path
+
+
+def server_port() -> int:
+    """A free port for a server that the test stops and starts again on it.
+
+    Not one from the kernel's ephemeral range (what binding port 0 gives): while the server is
+    down, any outgoing connection on the machine may be given that port as its own, and the
+    restart then fails with "address already in use".
+    """
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(10_000, ephemeral_low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use
+        return port
+    raise AssertionError(f"no free port between 10000 and {ephemeral_low}")
 
 
 def accepts_connections(port: int) -> bool:
@@ -66,7 +86,7 @@ class OwnedMosquitto(OwnedServer):
     """Mosquitto configured as the project ships it (deploy/mosquitto/local.conf), on its own port."""
 
     def __init__(self, log_dir: Path) -> None:
-        self.port = free_port()
+        self.port = server_port()
         self.dir = scratch_dir("faults-mosquitto-", owner="mosquitto")
         conf = MOSQUITTO_CONF.read_text()
         conf = conf.replace("listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1")
@@ -91,7 +111,7 @@ class OwnedRedis(OwnedServer):
     """redis-server with the append-only file on (fsync every second), on its own port."""
 
     def __init__(self, log_dir: Path) -> None:
-        self.port = free_port()
+        self.port = server_port()
         self.dir = scratch_dir("faults-redis-")
         self._log_dir = log_dir
         self._starts = 0
@@ -127,7 +147,7 @@ class OwnedPostgres:
     """A PostgreSQL 15 cluster of the test's own (trust auth), that it may stop for as long as it likes."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        self.port = server_port()
         self.dir = scratch_dir("faults-pg-", owner="postgres")
         self.data = self.dir / "data"
         as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
