@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from ingest_tasks.ledger import SENT
 from tests.faults.conftest import Rig
 from tests.faults.load import Expected, assert_exact_state
 from tests.faults.services import OwnedPostgres
@@ -15,10 +16,8 @@ from tests.support import ROOT, VENV_BIN, execute, query, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-OUTAGE_S = 8
-CATCH_UP_S = 3
-REFUSING_S = 1  # the replay moves about 100 messages a second: keep what it has to move small
 RETRY = {"INGEST_RETRY_MAX": "2", "INGEST_RETRY_BACKOFF_S": "0.2", "INGEST_RETRY_BACKOFF_MAX_S": "0.5"}
+PARKED = "retries exhausted and DLQ unreachable"  # what the worker logs for a chunk it keeps in Redis
 
 
 def settled_with_given_up_chunks(rig: Rig, expected: Expected, points: int) -> tuple[int] | None:
@@ -33,6 +32,17 @@ def settled_with_given_up_chunks(rig: Rig, expected: Expected, points: int) -> t
     return (int(exhausted),) if done else None
 
 
+def given_up(rig: Rig) -> int:
+    (n,), = query(rig.database_url, "SELECT count(*) FROM ingest_errors WHERE reason = 'retries_exhausted'")
+    return int(n)
+
+
+def stored_all_sent_before(rig: Rig, moment: float) -> bool:
+    """Every chunk the listener sent before `moment` (unix time) has its outcome committed: a
+    worker takes a chunk off the ledger only then."""
+    return int(rig.redis.client().zcount(SENT, "-inf", moment)) == 0
+
+
 def test_chunks_given_up_during_a_long_postgres_outage_are_replayed_from_the_dlq_exactly_once(
     rig_own_pg: tuple[Rig, OwnedPostgres],
 ) -> None:
@@ -44,21 +54,24 @@ def test_chunks_given_up_during_a_long_postgres_outage_are_replayed_from_the_dlq
     expected = load.plan.expected()
 
     # Down far beyond the budget: a chunk cannot even be dead-lettered, so it stays in Redis.
-    load.wait_published(0.2)
+    load.wait_published(0.1)
     postgres.stop()
-    time.sleep(OUTAGE_S)
+    worker.wait_for_log(PARKED, timeout=60)
     postgres.start()
-    time.sleep(CATCH_UP_S)  # the parked chunks land
-    # Back, but refusing the writer's rows for a while (as a read-only failover target would):
-    # now the budget runs out with the DLQ writable, and chunks end there as retries_exhausted.
+    back = time.time()
+    # The parked chunks, and every other chunk sent during the outage, get their outcome first:
+    # the replay moves about 100 messages a second, so what it has to move is kept small.
+    wait_until(lambda: stored_all_sent_before(rig, back), 60, interval=0.2, what="the outage's chunks stored")
+    # Back, but refusing the writer's rows (as a read-only failover target would) until a chunk
+    # has run out of retries with the DLQ writable, and so ended there as retries_exhausted.
+    before = given_up(rig)
     execute(rig.database_url, "REVOKE INSERT ON ts_measure FROM ingest_writer")
-    time.sleep(REFUSING_S)
+    wait_until(lambda: given_up(rig) > before, 60, interval=0.1, what="a chunk given up while rows are refused")
     execute(rig.database_url, "GRANT INSERT ON ts_measure TO ingest_writer")
     load.finish()
 
     (exhausted,) = wait_until(lambda: settled_with_given_up_chunks(rig, expected, load.plan.points), 90,
                               interval=0.5, what="every chunk stored or given up")
-    assert "retries exhausted and DLQ unreachable" in worker.log()  # parked in Redis during the outage
     assert exhausted > 0
 
     replay = subprocess.run([str(VENV_BIN / "python"), "-m", "ingest_tasks.dlq", "replay",
