@@ -81,7 +81,7 @@ class Inspector:
     """Celery's remote control, as `celery inspect` uses it, on the rig's broker."""
 
     def __init__(self, broker_url: str) -> None:
-        self.app = Celery("faults-inspector", broker=broker_url)
+        self.app = Celery("faults-inspector", broker=broker_url, set_as_current=False)
 
     def chunks_in_hand(self) -> dict[int, str]:
         """Pool process id -> the chunk (task) id it is running, as the worker knows it."""
