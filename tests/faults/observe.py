@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 from celery import Celery
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 # Only waits that began this recently: the worker gives up a lock wait after its lock_timeout
 # (store.LOCK_TIMEOUT_S, 10 s) and retries the chunk, so an older wait may end at any moment.
@@ -49,8 +50,12 @@ def lock_waiters(database_url: str) -> set[int]:
     return {int(port) for (port,) in rows if port is not None}
 
 
-def tcp_ports(pid: int) -> set[int]:
-    """The local ports of the TCP sockets process `pid` has open (empty once it has exited)."""
+def server_port_of(database_url: str) -> int:
+    return int(conninfo_to_dict(database_url).get("port") or 5432)
+
+
+def client_ports(pid: int, server_port: int) -> set[int]:
+    """The local ports of process `pid`'s TCP connections to `server_port` (none once it exited)."""
     try:
         inodes = socket_inodes(pid)
         tables = [Path(f"/proc/{pid}/net/{t}").read_text() for t in ("tcp", "tcp6")]
@@ -60,8 +65,9 @@ def tcp_ports(pid: int) -> set[int]:
     for table in tables:
         for line in table.splitlines()[1:]:
             fields = line.split()  # sl local_address rem_address st ... uid timeout inode
-            if fields[9] in inodes:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+            local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+            if fields[9] in inodes and remote == server_port:
+                ports.add(local)
     return ports
 
 
@@ -102,7 +108,8 @@ def chunk_stuck_in_insert(database_url: str, inspector: Inspector) -> tuple[int,
     waiting = lock_waiters(database_url)
     if not waiting:
         return None
+    port = server_port_of(database_url)
     for pid, chunk_id in inspector.chunks_in_hand().items():
-        if tcp_ports(pid) & waiting:
+        if client_ports(pid, port) & waiting:
             return pid, chunk_id
     return None
