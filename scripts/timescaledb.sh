@@ -41,15 +41,18 @@ installed() {
     [ -f "$share/extension/timescaledb--$VERSION.sql" ] && [ -f "$lib/timescaledb-$VERSION.so" ]
 }
 
-ensure_server_headers() {
-  [ -f "$("$PG_CONFIG" --includedir-server)/postgres.h" ] && return 0
-  local log=$CACHE/apt.log pkg=postgresql-server-dev-$PG_MAJOR
-  say "installing $pkg (log in $log)"
-  local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg")
+ensure_build_tools() {  # PostgreSQL's server headers (which bring libpq's and OpenSSL's), cmake, a compiler
+  local missing=()
+  [ -f "$("$PG_CONFIG" --includedir-server)/postgres.h" ] || missing+=("postgresql-server-dev-$PG_MAJOR")
+  for tool in cmake gcc make; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  local log=$CACHE/apt.log
+  say "installing ${missing[*]} (log in $log)"
+  local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}")
   # The package lists are refreshed only when the install fails without it.
   sudo_if_needed "${install[@]}" >"$log" 2>&1 ||
     { sudo_if_needed apt-get update -q >>"$log" 2>&1 && sudo_if_needed "${install[@]}" >>"$log" 2>&1; } ||
-    die "cannot install $pkg with apt-get (see $log)"
+    die "cannot install ${missing[*]} with apt-get (see $log)"
 }
 
 # The build directory is named after what it builds, so a changed source builds afresh.
@@ -71,7 +74,7 @@ build() {  # in $1, leaving $1/.built once the build succeeded
   unpack "$1"
   say "building TimescaleDB $VERSION in $1 (about a minute on 2 cores; once per machine)"
   (cd "$1/src" &&
-    ./bootstrap -DPG_CONFIG="$PG_CONFIG" -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF \
+    BUILD_FORCE_REMOVE=true ./bootstrap -DPG_CONFIG="$PG_CONFIG" -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF \
       -DLINTER=OFF -DCMAKE_BUILD_TYPE=Release &&
     make -C build -j"$(nproc)") >"$1/build.log" 2>&1 ||
     die "building TimescaleDB $VERSION failed (see $1/build.log)"
@@ -82,7 +85,7 @@ ensure_installed() {
   installed && return 0
   [ -e "$SOURCE" ] || die "TimescaleDB $VERSION is not installed and TIMESCALEDB_SOURCE ($SOURCE) does not exist;" \
     "set it to a timescaledb-$VERSION tarball or source tree"
-  ensure_server_headers
+  ensure_build_tools
   local dir
   dir=$CACHE/timescaledb-$VERSION-$(build_key)
   build "$dir"
