@@ -72,7 +72,7 @@ build() {  # in $1, leaving $1/.built once the build succeeded
   [ -f "$1/.built" ] && return 0
   rm -rf "$1" && mkdir -p "$1"
   unpack "$1"
-  say "building TimescaleDB $VERSION in $1 (about a minute on 2 cores; once per machine)"
+  say "building TimescaleDB $VERSION in $1 (1-3 minutes on 2 cores; once per machine)"
   (cd "$1/src" &&
     BUILD_FORCE_REMOVE=true ./bootstrap -DPG_CONFIG="$PG_CONFIG" -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF \
       -DLINTER=OFF -DCMAKE_BUILD_TYPE=Release &&
