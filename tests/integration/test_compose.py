@@ -210,7 +210,9 @@ def test_mosquitto_keeps_the_queue_of_an_offline_listener() -> None:
     assert int(conf["autosave_interval"][0]) <= 300  # stock 1800 s loses too much on a crash
     assert int(conf["max_queued_messages"][0]) >= 100_000  # stock 1000 drops telemetry
     assert conf["max_queued_bytes"] == ["0"]
-    assert "max_packet_size" not in conf  # oversized payloads must reach the DLQ
+    # The listener's MQTT Maximum Packet Size: payloads between INGEST_MAX_PAYLOAD_BYTES and this
+    # still reach the DLQ as payload_too_large (tests/unit/test_broker_config.py holds them equal).
+    assert conf["max_packet_size"] == ["1048576"]
     assert "memory_limit" not in conf
 
 
