@@ -1,8 +1,10 @@
 """Pydantic models of the contract's payloads: telemetry v1, command ack v1, device event v1.
 
 Owns every per-field rule of CONTRACT.md "Payloads": timestamps with an offset, each point's `v`
-matching its `t`, finite numbers, no NUL in any string that gets stored. Unnamed fields are
-ignored. Refuses to know about topics, tenants or the database.
+matching its `t`, finite numbers, no NUL in any string that gets stored, the length limits of
+identifiers and the number of points (`limits`). Unnamed fields are ignored. Refuses to know about
+topics, tenants, the database, and the time a message arrived (the pipeline checks the `ts`
+window and the stored size of `meta`/`data`, which need that time or the serialized text).
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ from pydantic import (
 )
 
 from ingest_tasks.errors import ValidationFailed
+from ingest_tasks.limits import (
+    MAX_CMD_ID_CHARS,
+    MAX_EVENT_TYPE_CHARS,
+    MAX_POINT_NAME_CHARS,
+    MAX_POINTS,
+    MAX_UNIT_CHARS,
+    over_limit,
+)
 
 PointType = Literal["float", "int", "bool", "enum", "text"]
 Severity = Literal["info", "warning", "critical"]
@@ -80,8 +90,21 @@ def parse_timestamp(value: object) -> datetime:
     return parsed
 
 
+def _at_most(limit: int) -> AfterValidator:
+    def check(value: str) -> str:
+        if len(value) > limit:
+            raise ValueError(over_limit(len(value), "characters", limit))
+        return value
+
+    return AfterValidator(check)
+
+
 Text = Annotated[StrictStr, AfterValidator(_no_nul)]
 Name = Annotated[StrictStr, Field(min_length=1), AfterValidator(_no_nul)]
+PointName = Annotated[Name, _at_most(MAX_POINT_NAME_CHARS)]
+Unit = Annotated[Text, _at_most(MAX_UNIT_CHARS)]
+CmdId = Annotated[Name, _at_most(MAX_CMD_ID_CHARS)]
+EventType = Annotated[Name, _at_most(MAX_EVENT_TYPE_CHARS)]
 Timestamp = Annotated[datetime, PlainValidator(parse_timestamp)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
 
@@ -123,10 +146,10 @@ M = TypeVar("M", bound=_Model)
 
 
 class Point(_Model):
-    name: Name
+    name: PointName
     t: PointType
     v: Any
-    u: Text | None = None
+    u: Unit | None = None
 
     @field_validator("v")
     @classmethod
@@ -141,10 +164,18 @@ class TelemetryV1(_Model):
     points: list[Point]
     meta: JsonObject | None = None
 
+    @field_validator("points", mode="before")
+    @classmethod
+    def _at_most_max_points(cls, value: object) -> object:
+        # Before the points are validated one by one: a long list is refused at the cost of len().
+        if isinstance(value, list) and len(value) > MAX_POINTS:
+            raise ValueError(over_limit(len(value), "points", MAX_POINTS))
+        return value
+
 
 class AckV1(_Model):
     schema_: Literal["v1"] = Field("v1", alias="schema")
-    cmd_id: Name
+    cmd_id: CmdId
     ok: StrictBool
     ts_exec: Timestamp | None = None
     err: Text | None = None
@@ -153,7 +184,7 @@ class AckV1(_Model):
 class EventV1(_Model):
     schema_: Literal["v1"] = Field("v1", alias="schema")
     ts: Timestamp
-    type: Name
+    type: EventType
     severity: Severity = "info"
     data: JsonObject | None = None
 

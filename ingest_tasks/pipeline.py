@@ -1,9 +1,13 @@
 """Pure: a chunk in, rows and rejects out.
 
 For each message: size check, topic, then well-formed v1 telemetry straight to rows (the msgspec
-fast path), and everything else JSON (orjson), route by kind, validate, normalize vendor
-telemetry, build rows. A bad message becomes a `Rejected` with its reason and bytes; it never
-raises and never affects its neighbours. No I/O here: no database, broker, clock or settings.
+fast path, which bounds its own nesting depth), and everything else: nesting depth, JSON (orjson),
+route by kind, validate, normalize vendor telemetry, build rows; and for both, what needs the
+receive time or the stored text (the `ts` window, the size of `meta`/`data`). A bad message
+becomes a `Rejected` with its reason and bytes; it never raises and never affects its neighbours.
+That holds by construction, not by a catch-all: the depth is checked before anything recurses
+(orjson.dumps, msgspec, pydantic, the NUL check), and each step that can fail raises a
+`PermanentError`. No I/O here: no database, broker, clock or settings.
 """
 
 from __future__ import annotations
@@ -26,6 +30,16 @@ from ingest_tasks.errors import (
     ValidationFailed,
 )
 from ingest_tasks.fastpath import fast_v1_rows
+from ingest_tasks.limits import (
+    MAX_DATA_BYTES,
+    MAX_META_BYTES,
+    check_stored_bytes,
+    check_ts,
+    json_error,
+    nesting_error,
+    within_nesting,
+    within_ts_window,
+)
 from ingest_tasks.models import AckV1, EventV1, TelemetryV1, find_nul, validate
 from ingest_tasks.topics import Route, parse_topic
 
@@ -82,10 +96,14 @@ def process_message(seq: int, message: Message, max_payload_bytes: int) -> Outco
         if route is None:
             raise topic_error
         if route.kind == "telem":
-            fast = fast_v1_rows(route.tenant, route.device, message.payload)
+            fast = fast_v1_rows(route.tenant, route.device, message.payload)  # which bounds its depth
             if fast is not None:
+                if not within_ts_window(fast[1], message.received_at):
+                    check_ts("ts", fast[1], message.received_at)  # which raises, in words
                 return Accepted(seq, route.tenant, route.kind, message.topic, message.payload,
                                 measures=fast[0], device_ts=fast[1], received_at=message.received_at)
+        if not within_nesting(message.payload):  # before anything that recurses reads the payload
+            raise nesting_error(message.payload)
         return to_accepted(seq, route, message, parse_json(message.payload))
     except PermanentError as exc:
         tenant = route.tenant if route is not None else None
@@ -96,7 +114,7 @@ def parse_json(payload: bytes) -> dict[str, Any]:
     try:
         document = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        raise InvalidJson(f"payload is not UTF-8 JSON: {exc}") from None
+        raise InvalidJson(json_error(exc)) from None
     if not isinstance(document, dict):
         raise ValidationFailed(f"payload: must be a JSON object, got {type(document).__name__}")
     return document
@@ -105,11 +123,8 @@ def parse_json(payload: bytes) -> dict[str, Any]:
 def to_accepted(seq: int, route: Route, message: Message, document: dict[str, Any]) -> Accepted:
     accepted = partial(Accepted, seq, route.tenant, route.kind, message.topic, message.payload)
     if route.kind == "telem":
-        telemetry = (
-            validate(TelemetryV1, document)
-            if document.get("schema") == "v1"
-            else normalize_vendor(document)
-        )
+        telemetry = validate(TelemetryV1, document) if document.get("schema") == "v1" else normalize_vendor(document)
+        check_ts("ts", telemetry.ts, message.received_at)
         rows = measure_rows(route, telemetry)
         return accepted(measures=rows, device_ts=telemetry.ts, received_at=message.received_at)
     schema = document.get("schema", "v1")
@@ -117,17 +132,33 @@ def to_accepted(seq: int, route: Route, message: Message, document: dict[str, An
         raise UnknownSchema(f'{route.kind} schema {schema!r:.40} is not supported; expected "v1"')
     if route.kind == "ack":
         ack = validate(AckV1, document)
+        if ack.ts_exec is not None:
+            check_ts("ts_exec", ack.ts_exec, message.received_at)
         return accepted(acks=(ack_row(route, ack, document),), received_at=message.received_at)
     event = validate(EventV1, document)
+    check_ts("ts", event.ts, message.received_at)
     return accepted(events=(event_row(route, event),), device_ts=event.ts, received_at=message.received_at)
 
 
-def _json_text(value: dict[str, Any] | None) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+def json_text(field: str, value: dict[str, Any] | None, limit: int) -> str | None:
+    """A JSON object as it is stored (compact), within `limit` bytes."""
+    if value is None:
+        return None
+    text = _stored_json(field, value)
+    check_stored_bytes(field, text, limit)
+    return text.decode()
+
+
+def _stored_json(field: str, value: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(value)
+    # orjson writes whatever orjson.loads read; should that ever change, this message says so.
+    except orjson.JSONEncodeError as exc:
+        raise ValidationFailed(f"{field}: cannot be stored as JSON: {exc}") from None
 
 
 def measure_rows(route: Route, telemetry: TelemetryV1) -> tuple[MeasureRow, ...]:
-    meta = _json_text(telemetry.meta)
+    meta = json_text("meta", telemetry.meta, MAX_META_BYTES)
     rows = []
     for p in telemetry.points:
         v_num = p.v if p.t in ("float", "int") else None
@@ -142,9 +173,10 @@ def ack_row(route: Route, ack: AckV1, document: dict[str, Any]) -> AckRow:
     where = find_nul(document)
     if where is not None:
         raise ValidationFailed(f"{where}: contains NUL (U+0000), which PostgreSQL cannot store")
-    payload = orjson.dumps(document).decode()
+    payload = _stored_json("payload", document).decode()
     return (route.tenant, route.device, ack.cmd_id, ack.ok, ack.ts_exec, ack.err, payload)
 
 
 def event_row(route: Route, event: EventV1) -> EventRow:
-    return (route.tenant, route.device, event.ts, event.type, event.severity, _json_text(event.data))
+    data = json_text("data", event.data, MAX_DATA_BYTES)
+    return (route.tenant, route.device, event.ts, event.type, event.severity, data)

@@ -80,6 +80,11 @@ def test_meta_is_stored_as_json_text_with_every_row() -> None:
     assert metas == {'{"fw":"1.2.3","board":{"rev":2,"ok":true}}'}
 
 
+def test_a_backslash_before_u0000_in_meta_is_text_not_a_nul() -> None:
+    (row,) = accepted(telem(points=[{"name": "p", "t": "int", "v": 1}], meta={"path": "C:\\u0000"})).measures
+    assert row[8] == '{"path":"C:\\\\u0000"}'
+
+
 def test_meta_absent_is_stored_as_null() -> None:
     (row,) = accepted(payload_bytes("v1", "telem_no_meta")).measures
     assert row[8] is None
@@ -205,7 +210,12 @@ def test_an_event_with_empty_data_stores_an_empty_object() -> None:
         pytest.param(
             b'{"v":1' + b"0" * 400 + b"}", TELEM, "invalid_json", "infinity", id="number beyond a double"
         ),
-        pytest.param(b"[" * 2000 + b"]" * 2000, TELEM, "invalid_json", "depth", id="nested too deep"),
+        pytest.param(b"[" * 2000 + b"]" * 2000, TELEM, "validation_error", "payload: nested more than 32 levels",
+                     id="nested deeper than orjson reads"),
+        pytest.param(b"[" * 40 + b"]" * 39, TELEM, "validation_error", "payload: nested more than 32 levels",
+                     id="too deep before it is cut short"),
+        pytest.param(b"[" * 20 + b"x" + b"[" * 20, TELEM, "invalid_json", "unexpected character",
+                     id="not JSON before it is too deep"),
         pytest.param(
             b"[]", TELEM, "validation_error", "payload: must be a JSON object, got list", id="array"
         ),
@@ -368,14 +378,14 @@ def test_a_huge_payload_is_kept_byte_exact() -> None:
 
 def test_one_bad_message_never_affects_the_others_of_its_chunk() -> None:
     messages = (
-        Message(TELEM, payload_bytes("v1", "telem_contract_example"), 1.0),
-        Message(TELEM, b"\xff\x00garbage", 2.0),
-        Message(TELEM, payload_bytes("parsec_v1", "contract_example"), 3.0),
-        Message(TELEM, b"x" * 1001, 4.0),
-        Message("traksense/acme//chiller-01/telem", V1_OK, 5.0),
-        Message(ACK, payload_bytes("v1", "ack_ok"), 6.0),
-        Message(EVENT, b'{"ts":"2025-10-07T15:30:00","type":"x"}', 7.0),
-        Message(EVENT, payload_bytes("v1", "event_alarm"), 8.0),
+        Message(TELEM, payload_bytes("v1", "telem_contract_example"), RECEIVED_AT + 1),
+        Message(TELEM, b"\xff\x00garbage", RECEIVED_AT + 2),
+        Message(TELEM, payload_bytes("parsec_v1", "contract_example"), RECEIVED_AT + 3),
+        Message(TELEM, b"x" * 1001, RECEIVED_AT + 4),
+        Message("traksense/acme//chiller-01/telem", V1_OK, RECEIVED_AT + 5),
+        Message(ACK, payload_bytes("v1", "ack_ok"), RECEIVED_AT + 6),
+        Message(EVENT, b'{"ts":"2025-10-07T15:30:00","type":"x"}', RECEIVED_AT + 7),
+        Message(EVENT, payload_bytes("v1", "event_alarm"), RECEIVED_AT + 8),
     )
     outcomes = process_chunk(Chunk("c1", messages), max_payload_bytes=1000)
     assert [o.seq for o in outcomes] == list(range(len(messages)))
@@ -396,12 +406,12 @@ def test_one_bad_message_never_affects_the_others_of_its_chunk() -> None:
 
 def test_a_chunk_of_valid_messages_accepts_each_in_order() -> None:
     messages = tuple(
-        Message(TELEM, telem(points=[{"name": f"p{i}", "t": "int", "v": i}]), float(i)) for i in range(5)
+        Message(TELEM, telem(points=[{"name": f"p{i}", "t": "int", "v": i}]), RECEIVED_AT + i) for i in range(5)
     )
     outcomes = process_chunk(Chunk("c2", messages), LIMIT)
     assert all(isinstance(o, Accepted) for o in outcomes)
     assert [o.measures[0][2] for o in outcomes if isinstance(o, Accepted)] == ["p0", "p1", "p2", "p3", "p4"]
-    assert [o.received_at for o in outcomes if isinstance(o, Accepted)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [o.received_at for o in outcomes if isinstance(o, Accepted)] == [RECEIVED_AT + i for i in range(5)]
 
 
 def test_an_empty_chunk_has_no_outcomes() -> None:
