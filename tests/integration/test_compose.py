@@ -224,7 +224,7 @@ def test_mosquitto_anonymous_access_is_a_documented_dev_default() -> None:
 
 def test_db_is_timescale_with_a_volume_and_a_health_check() -> None:
     db = service("db")
-    assert db["image"] == "timescale/timescaledb:latest-pg16"
+    assert db["image"] == "timescale/timescaledb:2.28.3-pg15"  # pinned to what tests/timescale runs
     env = as_mapping(db["environment"])
     assert default_of(env["POSTGRES_PASSWORD"]) == DEFAULT_PASSWORD
     assert any(str(v).endswith(":/var/lib/postgresql/data") for v in db["volumes"])
