@@ -20,6 +20,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TOPICS = "traksense/+/+/+/telem,traksense/+/+/+/ack,traksense/+/+/+/event"
 SECRET_VARIABLES = ("MQTT_URL", "CELERY_BROKER_URL", "DATABASE_URL", "FLOWER_BASIC_AUTH")
+# Read only by `python -m ingest_tasks.devices`; the services never need the broker admin.
+ADMIN_SECRET_VARIABLES = ("MQTT_ADMIN_URL",)
 SECRET_FILE_MAX_BYTES = 65_536  # a URL or user:password; a larger file is not the one meant
 MQTT_PACKET_LIMIT = 268_435_455  # the largest Maximum Packet Size paho announces (about MQTT's 256 MiB)
 ENCODE_HINT = "percent-encode / : @ ? # % in a user name or password, e.g. / as %2F"
@@ -100,13 +102,21 @@ def check_database_url(url: str) -> None:
     check_ports(parts.netloc)
 
 
+def check_admin_url(url: str) -> None:
+    """The broker admin's URL (only `python -m ingest_tasks.devices` uses it): empty, or an MQTT URL
+    with a user name and password."""
+    if url and parse_mqtt_url(url).username is None:
+        raise SettingProblem("needs the admin's user name and password, as in mqtt://admin:PASSWORD@host:1883")
+
+
 def check_basic_auth(value: str) -> None:
     if value and ":" not in value:
         raise SettingProblem("must be user:password")
 
 
 SECRET_CHECKS = {"mqtt_url": parse_mqtt_url, "celery_broker_url": check_broker_url,
-                 "database_url": check_database_url, "flower_basic_auth": check_basic_auth}
+                 "database_url": check_database_url, "flower_basic_auth": check_basic_auth,
+                 "mqtt_admin_url": check_admin_url}
 
 
 def read_secret_file(path: str) -> str:
@@ -129,7 +139,7 @@ def read_secret_file(path: str) -> str:
 def secrets_from_files(values: dict[str, Any]) -> dict[str, Any]:
     """`values` with each secret whose `_FILE` variable is set read from that file."""
     resolved, problems = dict(values), []
-    for name in SECRET_VARIABLES:
+    for name in SECRET_VARIABLES + ADMIN_SECRET_VARIABLES:
         path = values.get(f"{name}_FILE")
         if not path:
             continue
@@ -155,6 +165,7 @@ class Settings(BaseSettings):
     celery_broker_url_file: str = Field("", alias="CELERY_BROKER_URL_FILE")
     database_url_file: str = Field("", alias="DATABASE_URL_FILE")
     flower_basic_auth_file: str = Field("", alias="FLOWER_BASIC_AUTH_FILE")
+    mqtt_admin_url_file: str = Field("", alias="MQTT_ADMIN_URL_FILE")
 
     mqtt_url: str = Field("mqtt://localhost:1883", alias="MQTT_URL")
     mqtt_topics: str = Field(DEFAULT_TOPICS, alias="MQTT_TOPICS")
@@ -181,6 +192,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9100, alias="METRICS_PORT", ge=0, le=65535)
     worker_metrics_port: int = Field(9101, alias="WORKER_METRICS_PORT", ge=0, le=65535)
     flower_basic_auth: str = Field("", alias="FLOWER_BASIC_AUTH")
+    # The broker's dynamic-security admin, for `python -m ingest_tasks.devices` only.
+    mqtt_admin_url: str = Field("", alias="MQTT_ADMIN_URL")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", alias="LOG_LEVEL"
     )
@@ -255,7 +268,9 @@ class Settings(BaseSettings):
 
 
 # Variables that may carry a password (or name the file that does) are never echoed back.
-SECRET_ALIASES = frozenset(SECRET_VARIABLES + tuple(f"{name}_FILE" for name in SECRET_VARIABLES))
+SECRET_ALIASES = frozenset(
+    name + suffix for name in SECRET_VARIABLES + ADMIN_SECRET_VARIABLES for suffix in ("", "_FILE")
+)
 
 
 def describe_error(exc: ValidationError) -> str:
