@@ -113,6 +113,6 @@ def blame(sqlstate: str | None) -> Blame:
     if sqlstate[:2] in MESSAGE_CLASSES:
         return Blame.MESSAGE
     # P0 (a trigger's RAISE), XX (internal), 0A (not supported), 55 ...: it may be the row or the
-    # setup. The store finds out by writing message by message: a refusal no message escapes
+    # setup. The store finds out by writing the chunk apart (store.Apart): a refusal no message escapes
     # is the chunk's (retried), one that some messages escape is the others' (db_rejected).
     return Blame.UNKNOWN

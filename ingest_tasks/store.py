@@ -202,7 +202,7 @@ class Store:
             except Refusal as exc:
                 if blame_of(exc) is Blame.CHUNK:
                     raise
-                log.warning("chunk %s: refused as a whole (SQLSTATE %s); writing message by message",
+                log.warning("chunk %s: refused as a whole (SQLSTATE %s); writing it again in parts to find why",
                             chunk_id, sqlstate_of(exc))
             with conn.transaction():
                 return self._write_each(conn, chunk_id, accepted, rejected)

@@ -44,7 +44,7 @@ from ingest_tasks.errors import Blame, blame
     pytest.param("42703", Blame.CHUNK, id="column missing"),
     pytest.param("28P01", Blame.CHUNK, id="password authentication failed"),
     pytest.param("3D000", Blame.CHUNK, id="database missing"),
-    # Neither: the store finds out by writing message by message.
+    # Neither: the store finds out by writing the chunk apart, down to single messages.
     pytest.param("P0001", Blame.UNKNOWN, id="a trigger's RAISE EXCEPTION"),
     pytest.param("XX000", Blame.UNKNOWN, id="internal error"),
     pytest.param("0A000", Blame.UNKNOWN, id="feature not supported"),
