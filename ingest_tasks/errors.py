@@ -114,5 +114,5 @@ def blame(sqlstate: str | None) -> Blame:
         return Blame.MESSAGE
     # P0 (a trigger's RAISE), XX (internal), 0A (not supported), 55 ...: it may be the row or the
     # setup. The store finds out by writing the chunk apart (store.Apart): a refusal no message escapes
-    # is the chunk's (retried), one that some messages escape is the others' (db_rejected).
+    # is the chunk's (retried); one that some messages escape is the refused ones' (db_rejected).
     return Blame.UNKNOWN
