@@ -38,7 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest_tasks import metrics
-from ingest_tasks.settings import MQTT_PACKET_LIMIT, MqttAddress
+from ingest_tasks.settings import MQTT_PACKET_LIMIT, MqttAddress, SettingProblem, parse_mqtt_url, read_secret_file
 from listener.keepalive import enable_keepalive
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ class BatchReadingClient(mqtt.Client):
         # The Maximum Packet Size announced in CONNECT: a larger packet is a protocol error, so
         # a broker's bug cannot make this client buffer up to MQTT's 256 MiB for one packet.
         self.max_packet_bytes = MQTT_PACKET_LIMIT
+        self.refresh_login: Callable[[], None] = lambda: None  # called before every (re)connect
 
     def puback_all(self, mids: Sequence[int]) -> None:
         """PUBACK these QoS 1 messages in one write: the bytes paho's `ack` sends, one packet each.
@@ -143,6 +144,7 @@ class BatchReadingClient(mqtt.Client):
 
     def reconnect(self) -> MQTTErrorCode:
         self._pending, self._pending_size, self._pending_need = [], 0, 0  # the old connection's bytes
+        self.refresh_login()
         try:
             return super().reconnect()
         except OSError as exc:
@@ -259,6 +261,7 @@ class SubscriberConfig:
     receive_maximum: int
     ca_file: str = ""
     max_packet_bytes: int = MQTT_PACKET_LIMIT
+    url_file: str = ""  # MQTT_URL_FILE: its user name and password are read again at every (re)connect
 
 
 def subscription_filters(topics: tuple[str, ...], shared_group: str) -> list[str]:
@@ -291,12 +294,26 @@ class Subscriber:
             client.tls_set(ca_certs=c.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.max_packet_bytes = c.max_packet_bytes
+        client.refresh_login = self._refresh_login
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_subscribe = self._handle_subscribe
         client.on_message = self._handle_message  # QoS 2: paho's own handling
         client.on_publish_packet = self._handle_publish_packet  # QoS 0 and 1
         return client
+
+    def _refresh_login(self) -> None:
+        """Take the user name and password from MQTT_URL_FILE again, so that an operator rotates
+        them by writing the file: the broker closes our session when the password changes, and
+        the next connect uses the new one. A file that cannot be read keeps the last login."""
+        if not self.config.url_file:
+            return
+        try:
+            address = parse_mqtt_url(read_secret_file(self.config.url_file))
+        except SettingProblem as exc:  # its words hold no part of the secret
+            log.error("mqtt cannot read the login from MQTT_URL_FILE: %s; keeping the previous one", exc)
+            return
+        self.client.username_pw_set(address.username, address.password)
 
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
