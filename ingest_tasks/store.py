@@ -216,7 +216,7 @@ class Store:
                 with conn.transaction():
                     return write_outcomes(conn, chunk_id, accepted, rejected, check_conflicts=False)
             except psycopg.errors.UniqueViolation as exc:
-                if exc.diag.table_name != "ts_measure":
+                if not already_stored(exc):
                     raise
                 log.info("chunk %s: some rows were already stored (a redelivery); writing it again "
                          "without them, and checking for conflicts for %.0f s", chunk_id, CONFLICT_HOLD_S)
@@ -330,6 +330,12 @@ def write_outcomes(
             ])
             result.rows["ingest_errors"] += len(dead)
     return result
+
+
+def already_stored(exc: psycopg.errors.UniqueViolation) -> bool:
+    """Whether a measurement row is already stored: a duplicate on `ts_measure_key`, or on the
+    copy of it that TimescaleDB gives each chunk (`_hyper_1_1_chunk_ts_measure_key`)."""
+    return (exc.diag.constraint_name or "").endswith("ts_measure_key")
 
 
 def refused(message: Accepted, exc: BaseException, chunk_id: str) -> Rejected:
