@@ -49,11 +49,14 @@ REDIS_KEEPALIVE_COUNT = 3
 def set_flower_defaults(settings: Settings) -> None:
     """Defaults for Flower's own `FLOWER_*` variables; an operator's value always wins.
 
-    FLOWER_BASIC_AUTH is copied from a `.env` file too, since Flower reads only the environment.
+    FLOWER_BASIC_AUTH is copied from a `.env` file or from FLOWER_BASIC_AUTH_FILE too, since Flower
+    reads only the environment; the file variable then goes, or settings read again in this
+    environment would find both set.
     """
     os.environ.setdefault("FLOWER_MAX_TASKS", str(FLOWER_MAX_TASKS))
-    if settings.flower_basic_auth:
-        os.environ.setdefault("FLOWER_BASIC_AUTH", settings.flower_basic_auth)
+    if settings.flower_basic_auth and "FLOWER_BASIC_AUTH" not in os.environ:
+        os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
+        os.environ.pop("FLOWER_BASIC_AUTH_FILE", None)
 
 
 def redis_socket_options() -> dict[str, object]:
