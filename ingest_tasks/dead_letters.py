@@ -1,10 +1,13 @@
 """All SQL of the dead-letter queue's tooling: select, fetch, replay and purge `ingest_errors` rows.
 
-Runs as the operator role of `DATABASE_URL`, which bypasses row-level security to see every
-tenant's dead letters. A replayed message is written as the writer role, through the same
-`write_outcomes` as the workers, so RLS checks its rows exactly as it checks a chunk's; it leaves
-the DLQ in the transaction that stores it, so it is never lost and never stored twice. Refuses to
-format anything for people: that is the CLI's job (`ingest_tasks.dlq`).
+The tooling runs as the role of `DATABASE_URL`: in production a login that is a member of
+`dlq_operator` (migration 0008), whose own row-level security policies show it every tenant's
+dead letters and nothing else; a superuser (`make run`) works too. A replayed message is written
+as the writer role, through the same `write_outcomes` as the workers, so RLS checks its rows
+exactly as it checks a chunk's; it leaves the DLQ in the transaction that stores it, so it is
+never lost and never stored twice. The retention purge runs in a worker, as the writer, through
+the `ingest_purge_dead_letters` function, so a worker never reads another tenant's dead letters.
+Refuses to format anything for people: that is the CLI's job (`ingest_tasks.dlq`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ REPLAY_BATCH = 500
 PURGE_BATCH = 5_000
 MAX_ID = 2**63 - 1  # bigserial's largest
 COLUMNS = "id, ts, tenant_id, topic, reason, detail, payload, chunk_id, chunk_seq"
+PURGE_OLD = "SELECT ingest_purge_dead_letters(%s, %s)"  # migration 0008
 SET_WRITER = sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(WRITER_ROLE))
 
 
@@ -231,6 +235,16 @@ def purge(conn: Conn, flt: Filter, batch: int = PURGE_BATCH, progress: PurgeProg
 
 
 def purge_dead_letters(dsn: str, older_than_days: int, batch: int = PURGE_BATCH) -> int:
-    """The retention purge (what beat runs daily): delete DLQ rows older than the retention."""
+    """The retention purge (what beat runs daily): delete DLQ rows older than the retention.
+
+    Through the purge function, a batch per call and per transaction (autocommit), so a worker's
+    login needs no right on `ingest_errors` beyond what the writer has.
+    """
+    removed = 0
     with session(dsn) as conn:
-        return purge(conn, Filter(older_than_days=older_than_days), batch)
+        while True:
+            row = conn.execute(PURGE_OLD, (older_than_days, batch)).fetchone()
+            deleted = int(cast(tuple[int], row)[0])
+            removed += deleted
+            if deleted < batch:
+                return removed

@@ -1,0 +1,292 @@
+"""The shipped PostgreSQL roles (deploy/postgres/init-roles.sh + the migrations), on real PostgreSQL.
+
+The database is made as in docker-compose.yml: the superuser runs the init script, then the
+migrations run as the owner's login, not as a superuser. Then each login is tried for what it
+must and must not do: the workers' cannot see or write another tenant's rows, get around
+row-level security or change the schema; the DLQ operator's sees and clears every tenant's dead
+letters but writes measurements only by replaying as the writer; the workers' purge deletes only
+old dead letters. The local server trusts 127.0.0.1, so the logins need no password here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from psycopg import errors, sql
+
+from ingest_tasks.dead_letters import purge_dead_letters
+from migrations.runner import apply_pending
+from tests.conftest import fresh_redis_db
+from tests.support import (
+    PG_ADMIN,
+    REDIS_HOST,
+    ROOT,
+    count,
+    publisher,
+    query,
+    service_env,
+    start_listener,
+    start_worker,
+    unique,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+INIT_SCRIPT = ROOT / "deploy" / "postgres" / "init-roles.sh"
+OWNER, WORKER, OPERATOR = "traksense_owner", "traksense_worker", "traksense_dlq"
+TS = "2025-10-07T15:30:00Z"
+
+
+@pytest.fixture(scope="module")
+def db() -> Iterator[str]:
+    """A database set up as the compose stack sets it up; its name."""
+    name = unique("traksense_roles_")
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        run_init_script(name)
+        apply_pending(login(OWNER, name))
+        yield name
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def run_init_script(dbname: str) -> None:
+    admin = psycopg.conninfo.conninfo_to_dict(PG_ADMIN)
+    env = {**os.environ, "PGHOST": str(admin.get("host", "127.0.0.1")), "PGPORT": str(admin.get("port", 5432)),
+           "POSTGRES_USER": str(admin.get("user", "postgres")), "POSTGRES_DB": dbname,
+           "TRAKSENSE_OWNER_PASSWORD": unique("o"), "TRAKSENSE_WORKER_PASSWORD": unique("w"),
+           "TRAKSENSE_DLQ_PASSWORD": unique("d")}
+    result = subprocess.run([str(INIT_SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def login(role: str, dbname: str) -> str:
+    return PG_ADMIN.rsplit("/", 1)[0].replace("postgres@", f"{role}@", 1) + f"/{dbname}"
+
+
+def admin_url(dbname: str) -> str:
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{dbname}"
+
+
+def connect(role: str, dbname: str, tenant: str | None = None) -> psycopg.Connection[tuple[object, ...]]:
+    conn = psycopg.connect(login(role, dbname), autocommit=True)
+    if tenant is not None:
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (tenant,))
+    return conn
+
+
+def seed(dbname: str, tenant: str) -> None:
+    """One row of `tenant` in every table, written as the superuser."""
+    url = admin_url(dbname)
+    query(url, "INSERT INTO ts_measure (tenant_id, device_id, point_id, ts, v_num) VALUES (%s, 'd1', 'p', %s, 1) "
+          "RETURNING 1", (tenant, TS))
+    query(url, "INSERT INTO cmd_ack (tenant_id, device_id, cmd_id, ok) VALUES (%s, 'd1', 'c1', true) RETURNING 1",
+          (tenant,))
+    query(url, "INSERT INTO device_event (tenant_id, device_id, ts, type) VALUES (%s, 'd1', %s, 'boot') RETURNING 1",
+          (tenant, TS))
+    dead_letter(dbname, tenant, b"{")
+
+
+def dead_letter(dbname: str, tenant: str | None, payload: bytes, age_days: float = 0) -> int:
+    rows = query(admin_url(dbname), "INSERT INTO ingest_errors (tenant_id, topic, payload, reason, ts) "
+                 "VALUES (%s, %s, %s, 'invalid_json', now() - %s * interval '1 day') RETURNING id",
+                 (tenant, f"traksense/{tenant}/s1/d1/telem", payload, age_days))
+    return int(rows[0][0])
+
+
+def telem(value: float) -> bytes:
+    return json.dumps({"schema": "v1", "ts": TS, "points": [{"name": "temp", "t": "float", "v": value}]}).encode()
+
+
+# --- who the logins are -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("role", "group"), [(WORKER, "ingest_writer"), (OPERATOR, "dlq_operator")])
+def test_login_is_a_plain_member_of_one_group(db: str, role: str, group: str) -> None:
+    attrs = query(admin_url(db), "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb FROM pg_roles "
+                  "WHERE rolname = %s", (role,))
+    assert attrs == [(False, False, False, False)]
+    groups = query(admin_url(db), "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+                   "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s", (role,))
+    assert groups == [(group,)]
+    owned = query(admin_url(db), "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner "
+                  "WHERE r.rolname = %s", (role,))
+    assert owned == [(0,)]
+
+
+def test_migrations_ran_as_the_owner_who_is_no_superuser(db: str) -> None:
+    owners = query(admin_url(db), "SELECT DISTINCT r.rolname, r.rolsuper FROM pg_class c "
+                   "JOIN pg_roles r ON r.oid = c.relowner WHERE c.relname IN "
+                   "('ts_measure', 'cmd_ack', 'device_event', 'ingest_errors')")
+    assert owners == [(OWNER, False)]
+
+
+# --- the workers' login -----------------------------------------------------------------------
+
+TENANT_TABLES = ("ts_measure", "cmd_ack", "device_event", "ingest_errors")
+
+
+@pytest.mark.parametrize("table", TENANT_TABLES)
+def test_worker_sees_only_its_tenants_rows(db: str, table: str) -> None:
+    mine, theirs = unique("a-"), unique("b-")
+    seed(db, mine)
+    seed(db, theirs)
+    with connect(WORKER, db, mine) as conn:
+        rows = conn.execute(sql.SQL("SELECT DISTINCT tenant_id FROM {}").format(sql.Identifier(table))).fetchall()
+    assert rows == [(mine,)]
+
+
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO ts_measure (tenant_id, device_id, point_id, ts, v_num) VALUES (%s, 'd9', 'p', now(), 1)",
+    "INSERT INTO cmd_ack (tenant_id, device_id, cmd_id, ok) VALUES (%s, 'd9', 'c9', true)",
+    "INSERT INTO device_event (tenant_id, device_id, ts, type) VALUES (%s, 'd9', now(), 'x')",
+    "INSERT INTO ingest_errors (tenant_id, topic, payload, reason) VALUES (%s, 't', '', 'invalid_json')",
+])
+def test_worker_cannot_write_another_tenants_rows(db: str, statement: str) -> None:
+    mine, theirs = unique("a-"), unique("b-")
+    with connect(WORKER, db, mine) as conn, pytest.raises(errors.InsufficientPrivilege, match="row-level"):
+        conn.execute(statement.encode(), (theirs,))
+
+
+def test_worker_cannot_change_or_delete_another_tenants_rows(db: str) -> None:
+    mine, theirs = unique("a-"), unique("b-")
+    seed(db, theirs)
+    with connect(WORKER, db, mine) as conn:
+        assert conn.execute("UPDATE cmd_ack SET ok = false WHERE tenant_id = %s", (theirs,)).rowcount == 0
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM ts_measure WHERE tenant_id = %s", (theirs,))
+    assert query(admin_url(db), "SELECT ok FROM cmd_ack WHERE tenant_id = %s", (theirs,)) == [(True,)]
+
+
+@pytest.mark.parametrize("statement", [
+    "SET row_security = off; SELECT count(*) FROM ts_measure",
+    "ALTER TABLE ts_measure DISABLE ROW LEVEL SECURITY",
+    "ALTER TABLE ingest_errors NO FORCE ROW LEVEL SECURITY",
+    "DROP POLICY tenant_rows ON cmd_ack",
+    "CREATE POLICY mine ON cmd_ack USING (true)",
+    "SET ROLE traksense_owner",
+    "SET ROLE postgres",
+    "SET ROLE dlq_operator",
+    "SET SESSION AUTHORIZATION postgres",
+    "SELECT ingest_purge_dead_letters(-1, 10)",
+])
+def test_worker_cannot_get_around_row_level_security(db: str, statement: str) -> None:
+    with connect(WORKER, db, unique("a-")) as conn, pytest.raises(
+            (errors.InsufficientPrivilege, errors.InvalidParameterValue)):
+        conn.execute(statement.encode())
+
+
+@pytest.mark.parametrize("statement", [
+    "CREATE TABLE intruder (x int)",
+    "CREATE SCHEMA intruder",
+    "CREATE FUNCTION intruder() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "ALTER TABLE ts_measure ADD COLUMN intruder text",
+    "ALTER TABLE cmd_ack ALTER COLUMN err TYPE varchar(10)",
+    "DROP TABLE device_event",
+    "DROP INDEX ingest_errors_ts",
+    "DROP FUNCTION ingest_insert_staged(text[], boolean)",
+    "TRUNCATE ingest_errors",
+    "CREATE INDEX intruder ON ts_measure (v_num)",
+    "ALTER TABLE ingest_errors OWNER TO traksense_worker",
+])
+def test_worker_cannot_alter_the_schema(db: str, statement: str) -> None:
+    with connect(WORKER, db) as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute(statement.encode())
+
+
+def test_workers_purge_deletes_only_old_dead_letters_of_every_tenant(db: str) -> None:
+    tenants = [unique("a-"), unique("b-")]
+    old = [dead_letter(db, t, b"{", age_days=20) for t in tenants for _ in range(3)]
+    new = [dead_letter(db, t, b"{", age_days=2) for t in tenants]
+    removed = purge_dead_letters(login(WORKER, db), older_than_days=14, batch=2)
+    assert removed >= len(old)  # other tests' old rows may go too
+    left = {r[0] for r in query(admin_url(db), "SELECT id FROM ingest_errors WHERE id = ANY(%s)", (old + new,))}
+    assert left == set(new)
+
+
+def test_only_the_writer_may_run_the_purge(db: str) -> None:
+    grantees = query(admin_url(db), "SELECT grantee::regrole::text FROM pg_proc, aclexplode(proacl) "
+                     "WHERE proname = 'ingest_purge_dead_letters' AND privilege_type = 'EXECUTE'")
+    assert sorted(r[0] for r in grantees) == sorted(["ingest_writer", OWNER])
+
+
+# --- the DLQ operator's login -----------------------------------------------------------------
+
+
+def dlq(dbname: str, *args: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "DLQ_", "DATABASE_URL"))}
+    return subprocess.run([sys.executable, "-m", "ingest_tasks.dlq", *args], cwd=ROOT, capture_output=True,
+                          text=True, check=False, timeout=60, env={**environ, "DATABASE_URL": login(OPERATOR, dbname)})
+
+
+def test_operator_lists_every_tenants_dead_letters(db: str) -> None:
+    a, b = unique("a-"), unique("b-")
+    ids = {dead_letter(db, a, b"{"), dead_letter(db, b, b"{"), dead_letter(db, None, b"{")}
+    result = dlq(db, "list", "--json")
+    assert result.returncode == 0, result.stderr
+    assert ids <= {json.loads(line)["id"] for line in result.stdout.splitlines()}
+
+
+def test_operator_replays_every_tenants_dead_letters_as_the_writer(db: str) -> None:
+    a, b = unique("a-"), unique("b-")
+    ids = [dead_letter(db, a, telem(1.5)), dead_letter(db, b, telem(2.5))]
+    result = dlq(db, "replay", *(arg for i in ids for arg in ("--id", str(i))))
+    assert result.returncode == 0, result.stderr
+    assert count(admin_url(db), "ts_measure", a) == 1
+    assert count(admin_url(db), "ts_measure", b) == 1
+    assert query(admin_url(db), "SELECT id FROM ingest_errors WHERE id = ANY(%s)", (ids,)) == []
+
+
+def test_operator_purges_every_tenants_dead_letters(db: str) -> None:
+    ids = [dead_letter(db, unique("a-"), b"{"), dead_letter(db, unique("b-"), b"{"), dead_letter(db, None, b"{")]
+    result = dlq(db, "purge", *(arg for i in ids for arg in ("--id", str(i))))
+    assert result.returncode == 0, result.stderr
+    assert query(admin_url(db), "SELECT id FROM ingest_errors WHERE id = ANY(%s)", (ids,)) == []
+
+
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO ts_measure (tenant_id, device_id, point_id, ts, v_num) VALUES (%(t)s, 'd', 'p', now(), 1)",
+    "INSERT INTO device_event (tenant_id, device_id, ts, type) VALUES (%(t)s, 'd', now(), 'x')",
+    "INSERT INTO cmd_ack (tenant_id, device_id, cmd_id, ok) VALUES (%(t)s, 'd', 'c', true)",
+    "SELECT count(*) FROM ts_measure",
+    "UPDATE ingest_errors SET id = id WHERE tenant_id = %(t)s",
+    "INSERT INTO ingest_errors (tenant_id, topic, payload, reason) VALUES (%(t)s, 't', '', 'invalid_json')",
+    "CREATE TABLE intruder (x int)",
+    "SET ROLE traksense_owner",
+])
+def test_operator_writes_nothing_outside_the_dlq_but_as_the_writer(db: str, statement: str) -> None:
+    tenant = unique("a-")
+    dead_letter(db, tenant, b"{")
+    with connect(OPERATOR, db, tenant) as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute(statement.encode(), {"t": tenant})
+
+
+# --- a real worker on the restricted login -----------------------------------------------------
+
+
+def test_a_worker_logged_in_as_the_worker_role_stores_a_message(db: str, tmp_path: Path) -> None:
+    index = fresh_redis_db()
+    prefix, tenant = unique("ts"), unique("acme-")
+    env = service_env(login(WORKER, db), index, prefix)
+    worker = start_worker(env, tmp_path)
+    listener = start_listener(env, tmp_path)
+    try:
+        with publisher() as device:
+            device.publish(f"{prefix}/{tenant}/s1/d1/telem", telem(21.5))
+        assert wait_until(lambda: count(admin_url(db), "ts_measure", tenant) == 1 or None, timeout=60)
+    finally:
+        listener.stop()
+        worker.stop()
+        redis.Redis(host=REDIS_HOST, port=6379, db=index).flushdb()
+    assert "permission denied" not in worker.log()
