@@ -9,6 +9,7 @@ session, client id `traksense-ingest`, manual acknowledgements), acknowledging w
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -371,7 +372,11 @@ def test_an_admin_login_the_broker_refuses_is_one_line_without_the_secret(broker
         assert wrong not in output
 
 
-def test_the_listener_takes_its_rotated_password_from_its_file_at_the_next_connect(broker: Broker) -> None:
+@pytest.mark.parametrize("file_first", [pytest.param(True, id="file, then password"),
+                                        pytest.param(False, id="password, then file")])
+def test_the_listener_takes_its_rotated_password_from_its_file_at_the_next_connect(
+        broker: Broker, file_first: bool, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="listener.mqtt")
     tenant = unique("t")
     ok(devices(broker, "add-tenant", tenant))
     dev = add_device(broker, tenant, "d1")
@@ -381,10 +386,15 @@ def test_the_listener_takes_its_rotated_password_from_its_file_at_the_next_conne
     _, client = connect(broker.port, dev.username, dev.username, dev.password)
     with ListenerSide(broker.listener_url, url_file=str(url_file)) as listener:
         publish(client, dev.topic(), "m0")
-        # The operator writes the file, then sets the password: the broker closes the listener's
-        # session, and the listener's next connect reads the file.
-        url_file.write_text(new_url + "\n")
+        # Setting the password closes the listener's session; each connect reads the file. Written
+        # afterwards, the file is read at a retry after the broker refused the old password.
+        if file_first:
+            url_file.write_text(new_url + "\n")
         ok(devices(broker, "setup-listener", MQTT_URL=new_url))
+        if not file_first:
+            wait_until(lambda: "mqtt connect refused" in caplog.text, 15,
+                       what="the broker to refuse the listener's old password")
+            url_file.write_text(new_url + "\n")
         for n in range(1, 5):
             publish(client, dev.topic(), f"m{n}")
         wait_until(lambda: listener.sub.generation >= 2 and listener.sub.connected.is_set(), 30,
