@@ -31,7 +31,20 @@ from paho.mqtt.reasoncodes import ReasonCode
 from ingest_tasks.settings import DEFAULT_TOPICS, parse_mqtt_url
 from listener.mqtt import Delivery, Subscriber, SubscriberConfig
 from tests.faults.services import accepts_connections, scratch_dir
-from tests.support import ROOT, TEST_SESSION_EXPIRY_S, VENV_BIN, Process, free_port, unique, wait_until
+from tests.support import (
+    ROOT,
+    TEST_SESSION_EXPIRY_S,
+    VENV_BIN,
+    Process,
+    count,
+    free_port,
+    query,
+    service_env,
+    start_listener,
+    start_worker,
+    unique,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -405,3 +418,34 @@ def test_the_listener_takes_its_rotated_password_from_its_file_at_the_next_conne
     assert refused(broker.port, LISTENER_ID, "ingest", parse_mqtt_url(broker.listener_url).password)
     client.disconnect()
     client.loop_stop()
+
+
+TELEMETRY = {"schema": "v1", "ts": "2025-10-07T15:30:00Z", "points": [{"name": "temp", "t": "float", "v": 7.3}]}
+
+
+def test_through_the_real_listener_and_worker_a_device_lands_rows_only_for_its_own_tenant(
+        broker: Broker, database_url: str, redis_db: int, tmp_path: Path) -> None:
+    a, b = unique("ta"), unique("tb")
+    for tenant in (a, b):
+        ok(devices(broker, "add-tenant", tenant))
+    dev = add_device(broker, a, "d1")
+    url_file = broker.dir / "listener-url"
+    url_file.write_text(broker.listener_url + "\n")
+    env = service_env(database_url, redis_db, "traksense", MQTT_CLIENT_ID=LISTENER_ID)
+    del env["MQTT_URL"]  # the listener's login comes from its file, as in the compose stack
+    env["MQTT_URL_FILE"] = str(url_file)
+    worker = start_worker(env, tmp_path)
+    listener = start_listener(env, tmp_path)
+    try:
+        _, client = connect(broker.port, dev.username, dev.username, dev.password)
+        assert publish(client, dev.topic(tenant=b), json.dumps(TELEMETRY)).is_failure
+        assert not publish(client, dev.topic(), json.dumps(TELEMETRY)).is_failure
+        client.disconnect()
+        client.loop_stop()
+        wait_until(lambda: count(database_url, "ts_measure", a) == 1, 30, what="the device's row")
+    finally:
+        listener.stop()
+        worker.stop()
+    assert count(database_url, "ts_measure", b) == 0
+    assert query(database_url, "SELECT count(*) FROM ingest_errors WHERE tenant_id = %s OR topic LIKE %s",
+                 (b, f"traksense/{b}/%")) == [(0,)]
