@@ -150,6 +150,8 @@ def setup_listener(control: Control, _args: argparse.Namespace, settings: Settin
     address = parse_mqtt_url(settings.mqtt_url)
     if not address.username or not address.password:
         raise Refused("MQTT_URL (or MQTT_URL_FILE) has no user name and password for the listener")
+    if "/" in address.username:
+        raise Refused("the listener's user name must not contain '/': those names are the devices' (tenant/device)")
     if address.username == parse_mqtt_url(settings.mqtt_admin_url).username:
         raise Refused("the listener must not log in as the broker admin: give MQTT_URL its own user name")
     if not exists(control, {"command": "getRole", "rolename": accounts.LISTENER_ROLE}, "Role not found"):

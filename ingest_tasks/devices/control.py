@@ -12,7 +12,6 @@ import json
 import queue
 import ssl
 import uuid
-from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -70,7 +69,7 @@ class Control:
         self._connect()
         return self
 
-    def __exit__(self, *_exc: type[BaseException] | TracebackType | BaseException | None) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self._client.disconnect()
         self._client.loop_stop()
 

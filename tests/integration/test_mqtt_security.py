@@ -449,3 +449,16 @@ def test_through_the_real_listener_and_worker_a_device_lands_rows_only_for_its_o
     assert count(database_url, "ts_measure", b) == 0
     assert query(database_url, "SELECT count(*) FROM ingest_errors WHERE tenant_id = %s OR topic LIKE %s",
                  (b, f"traksense/{b}/%")) == [(0,)]
+
+
+@pytest.mark.parametrize(("user", "message"), [
+    pytest.param("admin", "the listener must not log in as the broker admin", id="the admin"),
+    pytest.param("acme%2Fd1", "the listener's user name must not contain '/'", id="a device's name"),
+])
+def test_the_listener_account_is_neither_the_admin_nor_a_device(broker: Broker, user: str, message: str) -> None:
+    result = devices(broker, "setup-listener", MQTT_URL=broker.url(user, "pw"))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"devices: {message}")
+    assert len(result.stderr.splitlines()) == 1
+    assert not refused(broker.port, "probe", "admin", parse_mqtt_url(broker.admin_url).password), \
+        "the admin's password is unchanged"
