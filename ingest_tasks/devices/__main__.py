@@ -154,8 +154,8 @@ def setup_listener(control: Control, _args: argparse.Namespace, settings: Settin
         raise Refused("the listener's user name must not contain '/': those names are the devices' (tenant/device)")
     if address.username == parse_mqtt_url(settings.mqtt_admin_url).username:
         raise Refused("the listener must not log in as the broker admin: give MQTT_URL its own user name")
-    if not exists(control, {"command": "getRole", "rolename": accounts.LISTENER_ROLE}, "Role not found"):
-        control.run(accounts.listener_role())
+    role_found = exists(control, {"command": "getRole", "rolename": accounts.LISTENER_ROLE}, "Role not found")
+    control.run(accounts.listener_role(role_found))
     found = exists(control, accounts.get_client(address.username), "Client not found")
     control.run(accounts.listener_client(address.username, address.password, settings.mqtt_client_id, found))
     print(f"listener account {address.username} {'updated' if found else 'added'}, "

@@ -106,12 +106,15 @@ def delete_role(role: str) -> Command:
     return {"command": "deleteRole", "rolename": role}
 
 
-def listener_role() -> Command:
-    """The listener may subscribe to every tenant's topics, and receive them."""
-    everything = f"{TOPIC_ROOT}/#"
-    acls = [allow("subscribePattern", everything), allow("publishClientReceive", everything),
-            allow("unsubscribePattern", everything)]
-    return {"command": "createRole", "rolename": LISTENER_ROLE, "textname": "the ingest listener", "acls": acls}
+def listener_role(exists: bool) -> Command:
+    """The listener may subscribe to every tenant's topics, also as a shared subscription
+    (MQTT_SHARED_GROUP: Mosquitto 2.0 checks the filter with its `$share/<group>/` prefix), and
+    receive them. An existing role gets these ACLs again."""
+    everything, shared = f"{TOPIC_ROOT}/#", f"$share/+/{TOPIC_ROOT}/#"
+    acls = [allow(kind, f) for kind in ("subscribePattern", "unsubscribePattern") for f in (everything, shared)]
+    acls.append(allow("publishClientReceive", everything))
+    return {"command": "modifyRole" if exists else "createRole", "rolename": LISTENER_ROLE,
+            "textname": "the ingest listener", "acls": acls}
 
 
 def listener_client(username: str, password: str, client_id: str, exists: bool) -> Command:

@@ -210,10 +210,10 @@ def publish(client: mqtt.Client, topic: str, payload: str) -> ReasonCode:
 class ListenerSide:
     """The listener's MQTT session (its real class), acknowledging every message it receives."""
 
-    def __init__(self, url: str, url_file: str = "") -> None:
+    def __init__(self, url: str, url_file: str = "", shared_group: str = "") -> None:
         self.received: list[Delivery] = []
         config = SubscriberConfig(address=parse_mqtt_url(url), client_id=LISTENER_ID,
-                                  topics=tuple(DEFAULT_TOPICS.split(",")), qos=1, shared_group="",
+                                  topics=tuple(DEFAULT_TOPICS.split(",")), qos=1, shared_group=shared_group,
                                   session_expiry_s=TEST_SESSION_EXPIRY_S, receive_maximum=100, url_file=url_file)
         self.sub = Subscriber(config, self._deliver, time.time)
 
@@ -264,9 +264,9 @@ def test_a_device_cannot_write_or_read_another_tenants_topics(broker: Broker) ->
         # Subscribing to B's topics, or to everything, is refused.
         suback = Answer()
         client.on_subscribe = lambda _c, _u, _m, reasons, _p: suback.put(reasons)
-        client.subscribe([(f"traksense/{b}/#", 1), ("traksense/#", 1), ("#", 1)])
+        client.subscribe([(f"traksense/{b}/#", 1), ("traksense/#", 1), ("#", 1), ("$share/g/traksense/#", 1)])
         granted = suback.get("SUBACK")
-        assert len(granted) == 3 and all(r.is_failure for r in granted), granted
+        assert len(granted) == 4 and all(r.is_failure for r in granted), granted
         # Its own topics are published; once that marker is in, nothing earlier can still come.
         assert not publish(client, dev.topic(), "mine").is_failure
         wait_until(lambda: listener.payloads(a), 15, what="the device's own message")
@@ -462,3 +462,16 @@ def test_the_listener_account_is_neither_the_admin_nor_a_device(broker: Broker, 
     assert len(result.stderr.splitlines()) == 1
     assert not refused(broker.port, "probe", "admin", parse_mqtt_url(broker.admin_url).password), \
         "the admin's password is unchanged"
+
+
+def test_the_listener_may_subscribe_as_a_shared_subscription(broker: Broker) -> None:
+    tenant = unique("t")
+    ok(devices(broker, "add-tenant", tenant))
+    dev = add_device(broker, tenant, "d1")
+    with ListenerSide(broker.listener_url, shared_group="ingest") as listener:
+        _, client = connect(broker.port, dev.username, dev.username, dev.password)
+        assert not publish(client, dev.topic(), "shared").is_failure
+        client.disconnect()
+        client.loop_stop()
+        wait_until(lambda: listener.payloads(tenant), 15, what="the message through the shared subscription")
+        assert listener.payloads(tenant) == ["shared"]
