@@ -6,7 +6,10 @@ Two layers:
   a skip: `scripts/ensure-compose-validator.sh` installs one.
 - assertions on the parsed YAML for what the delivery guarantees and the contract depend on:
   durable Redis and Mosquitto, the shared app environment, one-shot migrations, scalable workers,
-  the process commands of CONTRACT.md.
+  the process commands of CONTRACT.md;
+- and for what keeps it safe (issue 12): no secret has a default, each missing one is named, the
+  admin surfaces are on the host's loopback unless an operator opts in, Redis needs a password,
+  and each process logs in to PostgreSQL as its own role, never as the superuser.
 
 Not marked `integration`: it starts no server and runs in seconds. It lives here because it
 runs an external tool.
@@ -32,15 +35,39 @@ MOSQUITTO_DIR = ROOT / "deploy" / "mosquitto"
 ENSURE_SCRIPT = "scripts/ensure-compose-validator.sh"
 
 APP_SERVICES = ("migrate", "listener", "worker", "beat", "flower")
+IMAGE_SERVICES = (*APP_SERVICES, "mqtt-init", "dlq")
 LONG_RUNNING = ("mqtt", "redis", "db", "listener", "worker", "beat", "flower", "celery-exporter",
                 "prometheus", "grafana")
-DEFAULT_PASSWORD = "traksense-dev"
+# Every secret `docker compose` needs, each given a value no one would type, so that a test can
+# find where each one went. The MQTT ones are files (dynsec's scheme): the value is a path.
+SECRETS = {
+    "POSTGRES_PASSWORD": "pgsuper0a1b",
+    "TRAKSENSE_OWNER_PASSWORD": "owner2c3d",
+    "TRAKSENSE_WORKER_PASSWORD": "worker4e5f",
+    "TRAKSENSE_DLQ_PASSWORD": "dlq6a7b",
+    "REDIS_PASSWORD": "redis8c9d",
+    "FLOWER_BASIC_AUTH": "ops:flower0e1f",
+    "GRAFANA_ADMIN_PASSWORD": "grafana2a3b",
+    "MQTT_ADMIN_PASSWORD_FILE": "/run/operator/mqtt-admin-password",
+    "MQTT_ADMIN_URL_FILE": "/run/operator/mqtt-admin-url",
+    "MQTT_LISTENER_URL_FILE": "/run/operator/mqtt-listener-url",
+    "MQTT_TLS_DIR": "/run/operator/mqtt-tls",
+}
+BROKER_URL = f"redis://:{SECRETS['REDIS_PASSWORD']}@redis:6379/0"
 SHARED_ENV = {
-    "MQTT_URL": "mqtt://mqtt:1883",
-    "CELERY_BROKER_URL": "redis://redis:6379/0",
-    "DATABASE_URL": f"postgresql://postgres:{DEFAULT_PASSWORD}@db:5432/traksense",
+    "CELERY_BROKER_URL": BROKER_URL,
     "LOG_FORMAT": "json",
 }
+# Who logs in to PostgreSQL, as whom; every other service has no DATABASE_URL at all.
+DATABASE_LOGINS = {
+    "migrate": f"postgresql://traksense_owner:{SECRETS['TRAKSENSE_OWNER_PASSWORD']}@db:5432/traksense",
+    "worker": f"postgresql://traksense_worker:{SECRETS['TRAKSENSE_WORKER_PASSWORD']}@db:5432/traksense",
+    "dlq": f"postgresql://traksense_dlq:{SECRETS['TRAKSENSE_DLQ_PASSWORD']}@db:5432/traksense",
+}
+# The development passwords the stack once shipped with: none may come back.
+OLD_DEFAULTS = ("traksense-dev", "change-me")
+# Published on every interface by design: devices connect there (with credentials).
+DEVICE_PORTS = {"1883", "8883"}
 CONTRACT_COMMANDS = {
     "migrate": ["python", "-m", "migrations"],
     "listener": ["python", "-m", "listener"],
@@ -69,10 +96,11 @@ def compose_cli() -> list[str]:
 
 
 def run_compose(file: Path, *args: str, extra_env: dict[str, str] | None = None,
-                ) -> subprocess.CompletedProcess[str]:
+                secrets: dict[str, str] = SECRETS) -> subprocess.CompletedProcess[str]:
     # A clean environment and an empty env file (instead of a developer's .env next to the
     # compose file): the outcome must not depend on what happens to be set on this machine.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+    env.update(secrets)
     env.update(extra_env or {})
     with tempfile.TemporaryDirectory() as scratch:
         empty_env = Path(scratch) / "empty.env"
@@ -82,6 +110,27 @@ def run_compose(file: Path, *args: str, extra_env: dict[str, str] | None = None,
              "--env-file", str(empty_env), *args],
             capture_output=True, text=True, timeout=120, check=False, env=env, cwd=file.parent,
         )
+
+
+@cache
+def resolved() -> dict[str, Any]:
+    """The services as `docker compose config` resolves them with every secret given."""
+    result = run_compose(COMPOSE_FILE, "config")
+    assert result.returncode == 0, result.stderr
+    services: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
+    return services
+
+
+def host_bindings(svc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host address, published port) of a resolved service, in either CLI's output format."""
+    bindings = []
+    for port in svc.get("ports", []):
+        if isinstance(port, dict):
+            bindings.append((str(port.get("host_ip", "0.0.0.0")), str(port["published"])))
+            continue
+        parts = str(port).split("/")[0].split(":")
+        bindings.append((parts[0] if len(parts) == 3 else "0.0.0.0", parts[-2]))
+    return bindings
 
 
 @cache
@@ -106,16 +155,6 @@ def as_mapping(env: dict[str, str] | list[str]) -> dict[str, str]:
 def command_of(svc: dict[str, Any]) -> list[str]:
     cmd = svc["command"]
     return cmd.split() if isinstance(cmd, str) else [str(part) for part in cmd]
-
-
-def default_of(value: str) -> str:
-    """`${VAR:-default}` -> `default`, as Compose interpolates it with VAR unset."""
-    while "${" in value:
-        start = value.index("${")
-        end = value.index("}", start)
-        inner = value[start + 2:end]
-        value = value[:start] + (inner.split(":-", 1)[1] if ":-" in inner else "") + value[end + 1:]
-    return value
 
 
 def published_ports(svc: dict[str, Any]) -> list[str]:
@@ -149,6 +188,60 @@ def test_compose_cli_accepts_the_file() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("missing", SECRETS)
+def test_compose_cli_names_a_missing_secret(missing: str) -> None:
+    given = {name: value for name, value in SECRETS.items() if name != missing}
+    result = run_compose(COMPOSE_FILE, "config", "-q", secrets=given)
+    assert result.returncode != 0
+    assert f"set {missing} " in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("missing", SECRETS)
+def test_compose_cli_refuses_an_empty_secret(missing: str) -> None:
+    result = run_compose(COMPOSE_FILE, "config", "-q", secrets={**SECRETS, missing: ""})
+    assert result.returncode != 0
+    assert f"set {missing} " in result.stderr, result.stderr
+
+
+def test_compose_cli_refuses_to_run_without_any_secret() -> None:
+    result = run_compose(COMPOSE_FILE, "config", "-q", secrets={})
+    assert result.returncode != 0
+    assert "set " in result.stderr
+
+
+def test_no_secret_has_a_default() -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    for name in SECRETS:
+        assert f"${{{name}:-" not in text and f"${{{name}-" not in text, name
+        assert f"${{{name}}}" not in text, f"{name} without :? would become empty"
+    for old in OLD_DEFAULTS:
+        assert old not in text, old
+    for path in (ROOT / "deploy").rglob("*"):
+        if path.is_file() and path.suffix in (".yml", ".yaml", ".conf", ".sh", ".sql"):
+            for old in OLD_DEFAULTS:
+                assert old not in path.read_text(encoding="utf-8"), f"{path}: {old}"
+
+
+def test_no_admin_port_is_published_on_every_interface() -> None:
+    for name, svc in resolved().items():
+        for host, port in host_bindings(svc):
+            if port not in DEVICE_PORTS:
+                assert host == "127.0.0.1", f"{name} publishes {port} on {host}"
+    published = {port for svc in resolved().values() for _, port in host_bindings(svc)}
+    assert published == {"1883", "8883", "5555", "9808", "9090", "3000"}
+
+
+@pytest.mark.parametrize(("service_name", "variable", "port"), [
+    ("flower", "FLOWER_BIND", "5555"), ("grafana", "GRAFANA_BIND", "3000"),
+    ("prometheus", "PROMETHEUS_BIND", "9090"), ("celery-exporter", "EXPORTER_BIND", "9808"),
+])
+def test_an_operator_opts_in_to_publish_an_admin_port(service_name: str, variable: str, port: str) -> None:
+    result = run_compose(COMPOSE_FILE, "config", extra_env={variable: "0.0.0.0"})
+    assert result.returncode == 0, result.stderr
+    svc = yaml.safe_load(result.stdout)["services"][service_name]
+    assert ("0.0.0.0", port) in host_bindings(svc)
+
+
 def test_compose_cli_rejects_a_broken_file(tmp_path: Path) -> None:
     # Guards against a validator that accepts anything.
     broken = COMPOSE_FILE.read_text(encoding="utf-8").replace(
@@ -159,23 +252,48 @@ def test_compose_cli_rejects_a_broken_file(tmp_path: Path) -> None:
 
 
 def test_interpolated_env_reaches_every_app_service() -> None:
-    result = run_compose(COMPOSE_FILE, "config")
-    assert result.returncode == 0, result.stderr
-    resolved = yaml.safe_load(result.stdout)["services"]
-    for name in APP_SERVICES:
-        env = as_mapping(resolved[name]["environment"])
+    for name in IMAGE_SERVICES:
+        env = as_mapping(resolved()[name]["environment"])
         for key, value in SHARED_ENV.items():
             assert env.get(key) == value, f"{name}: {key}"
 
 
-def test_postgres_password_from_env_reaches_db_and_apps() -> None:
-    result = run_compose(COMPOSE_FILE, "config", extra_env={"POSTGRES_PASSWORD": "s3cret"})
-    assert result.returncode == 0, result.stderr
-    resolved = yaml.safe_load(result.stdout)["services"]
-    assert as_mapping(resolved["db"]["environment"])["POSTGRES_PASSWORD"] == "s3cret"
-    for name in APP_SERVICES:
-        url = as_mapping(resolved[name]["environment"])["DATABASE_URL"]
-        assert url == "postgresql://postgres:s3cret@db:5432/traksense", name
+@pytest.mark.parametrize("name", IMAGE_SERVICES)
+def test_each_process_logs_in_to_postgres_as_its_own_role(name: str) -> None:
+    env = as_mapping(resolved()[name]["environment"])
+    assert env.get("DATABASE_URL") == DATABASE_LOGINS.get(name)
+    assert SECRETS["POSTGRES_PASSWORD"] not in str(resolved()[name])
+
+
+def test_only_the_database_gets_the_superuser_password_and_the_role_passwords() -> None:
+    env = as_mapping(resolved()["db"]["environment"])
+    assert env["POSTGRES_PASSWORD"] == SECRETS["POSTGRES_PASSWORD"]
+    assert env["POSTGRES_DB"] == "traksense"
+    for role in ("OWNER", "WORKER", "DLQ"):
+        name = f"TRAKSENSE_{role}_PASSWORD"
+        assert env[name] == SECRETS[name]
+    others = [n for n in resolved() if n != "db" and SECRETS["POSTGRES_PASSWORD"] in str(resolved()[n])]
+    assert others == []
+
+
+def test_the_database_makes_the_login_roles_at_its_first_start() -> None:
+    binds = mounts(service("db"))
+    assert binds["/docker-entrypoint-initdb.d/100_traksense_roles.sh"] == "./deploy/postgres/init-roles.sh"
+    assert os.access(ROOT / "deploy" / "postgres" / "init-roles.sh", os.X_OK)
+
+
+def test_only_the_processes_using_postgres_reach_it() -> None:
+    on_db = {name for name, svc in resolved().items() if "db" in svc.get("networks", {})}
+    assert on_db == {"db", "migrate", "worker", "dlq"}
+    assert set(resolved()["grafana"]["networks"]) == {"monitoring"}
+    assert "monitoring" in resolved()["prometheus"]["networks"]
+
+
+def test_the_dlq_tooling_runs_on_demand() -> None:
+    dlq = service("dlq")
+    assert dlq["profiles"] == ["tools"]
+    assert dlq["entrypoint"] == ["python", "-m", "ingest_tasks.dlq"]
+    assert dlq.get("restart") == "no"
 
 
 # --- durability: Redis and Mosquitto ----------------------------------------------------------
@@ -192,6 +310,14 @@ def test_redis_has_append_only_file_on_a_volume() -> None:
     assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
 
 
+def test_redis_requires_a_password_and_its_health_check_gives_it() -> None:
+    redis = resolved()["redis"]
+    args = command_of(redis)
+    assert args[args.index("--requirepass") + 1] == SECRETS["REDIS_PASSWORD"]
+    assert as_mapping(redis["environment"])["REDISCLI_AUTH"] == SECRETS["REDIS_PASSWORD"]
+    assert "--broker-url=" + BROKER_URL in command_of(resolved()["celery-exporter"])
+
+
 def test_mosquitto_gets_our_config_and_a_data_volume() -> None:
     mqtt = service("mqtt")
     assert str(mqtt["image"]).startswith("eclipse-mosquitto:2")
@@ -200,6 +326,23 @@ def test_mosquitto_gets_our_config_and_a_data_volume() -> None:
     data_volume = next(v.split(":")[0] for v in volumes if v.split(":")[1] == "/mosquitto/data")
     assert data_volume in compose()["volumes"], "mosquitto data must be a named volume"
     assert "1883:1883" in published_ports(mqtt)
+
+
+def test_mosquitto_serves_tls_with_the_operators_certificate() -> None:
+    mqtt = resolved()["mqtt"]
+    assert ("0.0.0.0", "8883") in host_bindings(mqtt)
+    binds = {str(v["target"]): str(v.get("source", "")) for v in mqtt["volumes"]} if isinstance(
+        mqtt["volumes"][0], dict) else {str(v).split(":")[1]: str(v).split(":")[0] for v in mqtt["volumes"]}
+    assert binds["/mosquitto/certs"] == SECRETS["MQTT_TLS_DIR"]
+    assert binds["/mosquitto/conf.d/tls.conf"].endswith("deploy/mosquitto/tls.conf")
+
+
+def test_mosquitto_starts_through_dynsec_init_and_the_listener_after_its_account() -> None:
+    mqtt = service("mqtt")
+    assert mqtt["entrypoint"][0] == "/mosquitto/config/dynsec-init.sh"
+    assert "not authori" in " ".join(mqtt["healthcheck"]["test"])
+    assert dict(iter_depends(service("listener"))).get("mqtt-init") == "service_completed_successfully"
+    assert as_mapping(resolved()["listener"]["environment"])["MQTT_URL_FILE"] == "/run/secrets/mqtt_listener_url"
 
 
 def test_mosquitto_keeps_the_queue_of_an_offline_listener() -> None:
@@ -216,17 +359,17 @@ def test_mosquitto_keeps_the_queue_of_an_offline_listener() -> None:
     assert "memory_limit" not in conf
 
 
-def test_mosquitto_anonymous_access_is_a_documented_dev_default() -> None:
-    text = (MOSQUITTO_DIR / "mosquitto.conf").read_text(encoding="utf-8")
-    assert mosquitto_conf()["allow_anonymous"] == ["true"]
-    assert "password_file" in text
+def test_mosquitto_refuses_anonymous_clients_and_loads_the_dynamic_security_plugin() -> None:
+    conf = mosquitto_conf()
+    assert conf["allow_anonymous"] == ["false"]
+    assert conf["plugin"] == ["/usr/lib/mosquitto_dynamic_security.so"]
+    assert conf["plugin_opt_config_file"] == ["/mosquitto/data/dynamic-security.json"]
+    assert "password_file" not in conf
 
 
 def test_db_is_timescale_with_a_volume_and_a_health_check() -> None:
     db = service("db")
     assert db["image"] == "timescale/timescaledb:2.28.3-pg15"  # pinned to what tests/timescale runs
-    env = as_mapping(db["environment"])
-    assert default_of(env["POSTGRES_PASSWORD"]) == DEFAULT_PASSWORD
     assert any(str(v).endswith(":/var/lib/postgresql/data") for v in db["volumes"])
     assert "pg_isready" in " ".join(db["healthcheck"]["test"])
     assert not published_ports(db)
@@ -238,9 +381,9 @@ def test_db_is_timescale_with_a_volume_and_a_health_check() -> None:
 
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_app_service_has_the_shared_env(name: str) -> None:
-    env = {k: default_of(v) for k, v in as_mapping(service(name)["environment"]).items()}
-    for key, value in SHARED_ENV.items():
-        assert env.get(key) == value, f"{name}: {key}"
+    env = as_mapping(service(name)["environment"])
+    assert env["LOG_FORMAT"] == "json"
+    assert "${REDIS_PASSWORD:?" in env["CELERY_BROKER_URL"]
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -249,7 +392,7 @@ def test_app_service_runs_the_contract_command(name: str) -> None:
     assert command_of(service(name))[: len(expected)] == expected
 
 
-@pytest.mark.parametrize("name", APP_SERVICES)
+@pytest.mark.parametrize("name", IMAGE_SERVICES)
 def test_app_services_share_one_image_built_here(name: str) -> None:
     svc = service(name)
     assert svc["build"] in (".", {"context": "."})
@@ -301,19 +444,18 @@ def test_metrics_ports_stay_internal() -> None:
             assert "9100" not in port and "9101" not in port, f"{name} publishes {port}"
 
 
-def test_flower_requires_basic_auth() -> None:
-    flower = service("flower")
-    auth = default_of(as_mapping(flower["environment"])["FLOWER_BASIC_AUTH"])
-    assert ":" in auth and auth.split(":", 1)[1]
-    assert "5555:5555" in published_ports(flower)
+def test_flower_requires_the_operators_basic_auth() -> None:
+    flower = resolved()["flower"]
+    assert as_mapping(flower["environment"])["FLOWER_BASIC_AUTH"] == SECRETS["FLOWER_BASIC_AUTH"]
+    assert host_bindings(flower) == [("127.0.0.1", "5555")]
     assert "5555/healthcheck" in " ".join(flower["healthcheck"]["test"])
 
 
 def test_celery_exporter_reads_the_broker_on_9808() -> None:
     exporter = service("celery-exporter")
     assert str(exporter["image"]).split(":")[0] == "danihodovic/celery-exporter"
-    assert "--broker-url=redis://redis:6379/0" in command_of(exporter)
-    assert "9808:9808" in published_ports(exporter)
+    assert any(arg.startswith("--broker-url=redis://:${REDIS_PASSWORD:?") for arg in command_of(exporter))
+    assert host_bindings(resolved()["celery-exporter"]) == [("127.0.0.1", "9808")]
 
 
 def mounts(svc: dict[str, Any]) -> dict[str, str]:
@@ -332,7 +474,7 @@ def test_prometheus_scrapes_compose_services_from_the_repo_config() -> None:
               for name in sd["names"]}
     assert hosts == {"listener", "worker", "flower", "celery-exporter"}
     assert hosts <= compose()["services"].keys()
-    assert "127.0.0.1:9090:9090" in published_ports(prometheus)
+    assert host_bindings(resolved()["prometheus"]) == [("127.0.0.1", "9090")]
 
 
 def test_grafana_gets_the_provisioning_and_the_dashboard() -> None:
@@ -343,7 +485,10 @@ def test_grafana_gets_the_provisioning_and_the_dashboard() -> None:
     directory, _, file = home.rpartition("/")
     assert (ROOT / binds[directory] / file).is_file()
     assert dict(iter_depends(grafana)) == {"prometheus": "service_healthy"}
-    assert default_of(as_mapping(grafana["environment"])["GF_SECURITY_ADMIN_PASSWORD"])
+    env = as_mapping(resolved()["grafana"]["environment"])
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == SECRETS["GRAFANA_ADMIN_PASSWORD"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert host_bindings(resolved()["grafana"]) == [("127.0.0.1", "3000")]
 
 
 # --- the image --------------------------------------------------------------------------------
