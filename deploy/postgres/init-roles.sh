@@ -26,6 +26,12 @@ psql -v ON_ERROR_STOP=1 -q --username "${POSTGRES_USER:-postgres}" --dbname "$PO
 \getenv dlq_password TRAKSENSE_DLQ_PASSWORD
 \getenv dbname POSTGRES_DB
 
+-- TimescaleDB, where it is preloaded (the timescale image has made it already): only a superuser
+-- may create it, and migration 0003 makes ts_measure a hypertable when it is there.
+SELECT 'CREATE EXTENSION IF NOT EXISTS timescaledb'
+WHERE EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb')
+  AND current_setting('shared_preload_libraries') LIKE '%timescaledb%' \gexec
+
 -- The migrations would make the group roles too, but the logins below must join them first.
 SELECT format('CREATE ROLE %I NOLOGIN', r) FROM unnest(ARRAY['tenant_reader', 'ingest_writer']) r
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
