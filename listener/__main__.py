@@ -48,6 +48,7 @@ def subscriber_config(settings: Settings) -> SubscriberConfig:
         receive_maximum=max_buffered(settings),
         ca_file=settings.mqtt_ca_file,
         max_packet_bytes=settings.mqtt_max_packet_bytes,
+        url_file=settings.mqtt_url_file,
     )
 
 
