@@ -34,10 +34,13 @@ CREATE POLICY operator_locks ON ingest_errors FOR UPDATE TO dlq_operator USING (
 CREATE POLICY operator_never_updates ON ingest_errors AS RESTRICTIVE FOR UPDATE TO dlq_operator
     USING (true) WITH CHECK (false);
 
--- The owner (the role applying the migrations) is under FORCE ROW LEVEL SECURITY like everyone
--- else; the purge function runs as the owner and must see every row. The owner loses nothing by
--- it: it could turn row-level security off on its own table anyway.
-CREATE POLICY owner_rows ON ingest_errors TO CURRENT_USER USING (true);
+-- The table's owner is under FORCE ROW LEVEL SECURITY like everyone else; the purge function runs
+-- as its owner, the same role, and must see every row. The owner loses nothing by it: it could
+-- turn row-level security off on its own table anyway. Whoever owns the table now, not the role
+-- that ran this migration: ownership may be handed on (deploy/postgres/hand-over.sql).
+CREATE POLICY owner_rows ON ingest_errors
+    USING (current_user = (SELECT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class c
+                           WHERE c.oid = 'public.ingest_errors'::regclass));
 
 CREATE FUNCTION ingest_purge_dead_letters(older_than_days integer, batch_size integer) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER

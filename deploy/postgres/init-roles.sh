@@ -10,6 +10,8 @@
 # Passwords come from TRAKSENSE_OWNER_PASSWORD, TRAKSENSE_WORKER_PASSWORD and
 # TRAKSENSE_DLQ_PASSWORD (read with \getenv, so they never appear in a command line). Running it
 # again is harmless: missing roles are made, existing ones get these attributes and passwords.
+# Run by hand on a database migrated before these roles existed, it hands its objects to the owner:
+#   docker compose exec db /docker-entrypoint-initdb.d/100_traksense_roles.sh
 set -eu
 
 for name in POSTGRES_DB TRAKSENSE_OWNER_PASSWORD TRAKSENSE_WORKER_PASSWORD TRAKSENSE_DLQ_PASSWORD; do
@@ -63,5 +65,21 @@ REVOKE ALL ON DATABASE :"dbname" FROM PUBLIC;
 GRANT CONNECT ON DATABASE :"dbname" TO traksense_worker, traksense_dlq;
 -- The writer stages a chunk's measurements in a temporary table (ingest_tasks/store.py).
 GRANT TEMPORARY ON DATABASE :"dbname" TO ingest_writer;
+
+-- A database migrated before these roles existed (as the superuser: `make run`, or the compose
+-- stack before issue 12) has its objects owned by the superuser: hand them to the owner, so the
+-- migrations can run as it. Nothing to do at a first start. Extension objects stay as they are;
+-- sequences of a column and a hypertable's chunks follow their table.
+SELECT format('ALTER TABLE %s OWNER TO traksense_owner', c.oid::regclass)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm')
+  AND c.relowner <> 'traksense_owner'::regrole
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+\gexec
+SELECT format('ALTER FUNCTION %s OWNER TO traksense_owner', p.oid::regprocedure)
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'public' AND p.proowner <> 'traksense_owner'::regrole
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+\gexec
 SQL
 echo "init-roles: login roles traksense_owner, traksense_worker, traksense_dlq ready in $POSTGRES_DB"

@@ -24,7 +24,7 @@ import redis
 from psycopg import errors, sql
 
 from ingest_tasks.dead_letters import purge_dead_letters
-from migrations.runner import apply_pending
+from migrations.runner import apply_pending, discover
 from tests.conftest import fresh_redis_db
 from tests.support import (
     PG_ADMIN,
@@ -46,6 +46,7 @@ pytestmark = pytest.mark.integration
 INIT_SCRIPT = ROOT / "deploy" / "postgres" / "init-roles.sh"
 OWNER, WORKER, OPERATOR = "traksense_owner", "traksense_worker", "traksense_dlq"
 TS = "2025-10-07T15:30:00Z"
+LAST_BEFORE_ROLES = 7  # the last migration the superuser applied before migration 0008's roles
 
 
 @pytest.fixture(scope="module", params=["postgresql", "timescaledb"])
@@ -55,14 +56,20 @@ def server(request: pytest.FixtureRequest) -> str:
     return PG_ADMIN if request.param == "postgresql" else timescale_admin_url()
 
 
-@pytest.fixture(scope="module")
-def db(server: str) -> Iterator[Db]:
-    """A database set up as the compose stack sets it up."""
+@pytest.fixture(scope="module", params=["first-start", "upgraded", "make-run"])
+def db(server: str, request: pytest.FixtureRequest) -> Iterator[Db]:
+    """A database set up as the compose stack sets it up: at its first start; or migrated by the
+    superuser up to 0007 (before these roles) or to the end (as `make run` does), then given the
+    roles by the init script run on it by hand."""
     name = unique("traksense_roles_")
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     database = Db(server, name)
     try:
+        if request.param != "first-start":
+            last = LAST_BEFORE_ROLES if request.param == "upgraded" else discover()[-1].version
+            apply_pending(database.admin, [m for m in discover() if m.version <= last])
+            seed(database, unique("old-"))
         run_init_script(server, name)
         apply_pending(database.login(OWNER))
         yield database
