@@ -38,7 +38,8 @@ for name in "$@"; do
     san="${san:+$san,}$kind:$name"
 done
 
-mkdir -p "$dir"
+# A new DIR is 0755 whatever the umask: the broker's user must reach server.key inside it.
+[ -d "$dir" ] || { mkdir -p "$dir" && chmod 755 "$dir"; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 umask 077

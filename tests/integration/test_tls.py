@@ -120,6 +120,15 @@ def test_the_script_writes_names_into_the_certificate_and_keeps_keys_private(tmp
     assert "DNS:mqtt.example.com" in text and "IP Address:192.0.2.7" in text and "TLS Web Server" in text
     for key in ("ca.key", "server.key"):
         assert (tmp_path / "c" / key).stat().st_mode & 0o077 == 0, key
+    assert (tmp_path / "c").stat().st_mode & 0o777 == 0o755
+
+
+def test_the_script_makes_a_directory_the_broker_can_enter_whatever_the_umask(tmp_path: Path) -> None:
+    made = subprocess.run(["sh", "-c", 'umask 077 && exec "$0" "$1"', str(MAKE_CERT), str(tmp_path / "c")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "c").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "c" / "server.crt").stat().st_mode & 0o777 == 0o644
     verify = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "c" / "ca.crt"),
                              str(tmp_path / "c" / "server.crt")], capture_output=True, text=True, check=False)
     assert verify.returncode == 0, verify.stderr
