@@ -39,6 +39,11 @@ REDIS_MEMORY = Gauge("ingest_redis_memory_bytes", "Redis memory in use (used_mem
 MQTT_CONNECTED = Gauge("ingest_mqtt_connected", "1 while the listener is connected to the MQTT broker",
                        multiprocess_mode="max")
 ENQUEUE_FAILURES = Counter("ingest_enqueue_failures", "Failed attempts to put a chunk in Redis")
+MQTT_SESSION_LOST = Counter("ingest_mqtt_session_lost",
+                            "Connects that found the listener's MQTT session discarded (its queued messages lost)")
+MQTT_DISCONNECTS = Counter("ingest_mqtt_disconnects",
+                           "DISCONNECTs sent by the MQTT broker (MQTT 5), by reason (a closed set; else other)",
+                           ["reason"])
 
 # Workers.
 ROWS = Counter("ingest_rows_written", "Rows written, by table", ["table"])

@@ -170,6 +170,7 @@ class Settings(BaseSettings):
     mqtt_url: str = Field("mqtt://localhost:1883", alias="MQTT_URL")
     mqtt_topics: str = Field(DEFAULT_TOPICS, alias="MQTT_TOPICS")
     mqtt_qos: Literal[0, 1] = Field(1, alias="MQTT_QOS")
+    mqtt_protocol: Literal["5", "3.1.1"] = Field("5", alias="MQTT_PROTOCOL")
     mqtt_client_id: str = Field("traksense-ingest", alias="MQTT_CLIENT_ID", min_length=1)
     mqtt_shared_group: str = Field("", alias="MQTT_SHARED_GROUP")
     mqtt_session_expiry_s: int = Field(86_400, alias="MQTT_SESSION_EXPIRY", ge=0)
@@ -210,6 +211,11 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         return value.upper() if value.lower() in ("debug", "info", "warning", "error", "critical") else value.lower()
+
+    @field_validator("mqtt_protocol", mode="before")
+    @classmethod
+    def _protocol_from_text(cls, value: object) -> object:
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("mqtt_qos", mode="before")
     @classmethod

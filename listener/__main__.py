@@ -11,6 +11,7 @@ from types import FrameType
 
 import redis
 from prometheus_client import start_http_server
+from redis.exceptions import RedisError
 
 from ingest_tasks.app import create_app
 from ingest_tasks.envelope import QUEUE
@@ -26,6 +27,7 @@ from listener.service import Listener
 
 log = logging.getLogger("listener")
 
+SESSION_KEY_PREFIX = "ingest:mqtt-session:"  # + host:port:client id
 INFLIGHT_CHUNKS = 4  # unacknowledged messages the broker may send us, in chunks; also the most we hold
 
 
@@ -49,6 +51,7 @@ def subscriber_config(settings: Settings) -> SubscriberConfig:
         ca_file=settings.mqtt_ca_file,
         max_packet_bytes=settings.mqtt_max_packet_bytes,
         url_file=settings.mqtt_url_file,
+        protocol=settings.mqtt_protocol,
     )
 
 
@@ -69,13 +72,41 @@ def queue_load_reader(client: redis.Redis) -> Callable[[], QueueLoad]:
     return read
 
 
+class RedisSessionMemory:
+    """Whether a listener with this client id ever connected to this broker, kept in Redis (one key, no expiry).
+
+    Lets the first connect of a process tell a first start (no session yet: fine) from a session
+    the broker discarded while the listener was away (an alarm).
+    """
+
+    def __init__(self, client: redis.Redis, config: SubscriberConfig) -> None:
+        self._client = client
+        self.key = f"{SESSION_KEY_PREFIX}{config.address.host}:{config.address.port}:{config.client_id}"
+
+    def recall(self) -> bool | None:
+        try:
+            return bool(self._client.exists(self.key))
+        except (RedisError, OSError) as exc:
+            log.warning("cannot tell from Redis whether the MQTT session existed before: %s", exc)
+            return None
+
+    def remember(self) -> bool:
+        try:
+            self._client.set(self.key, int(time.time()))
+            return True
+        except (RedisError, OSError) as exc:
+            log.warning("cannot record the MQTT session in Redis (tried again at the next connect): %s", exc)
+            return False
+
+
 def build(settings: Settings) -> Listener:
     config = subscriber_config(settings)
+    client = queue_client(settings.celery_broker_url)
+    memory = RedisSessionMemory(client, config)
 
     def subscriber(on_delivery: Callable[[Delivery], None]) -> Subscriber:
-        return Subscriber(config, on_delivery, clock=time.time)
+        return Subscriber(config, on_delivery, clock=time.time, memory=memory)
 
-    client = queue_client(settings.celery_broker_url)
     gate = QueueGate(queue_load_reader(client), QueueLimits(settings.max_queue_chunks, settings.max_queue_bytes))
     policy = ChunkPolicy(settings.batch_size, settings.batch_ms / 1000, settings.batch_bytes)
     return Listener(create_app(settings), subscriber, Chunker(policy), gate,

@@ -5,14 +5,18 @@ subscription) and handing each received message to a callback with what is neede
 it later. Refuses to acknowledge anything by itself: PUBACK goes out only when the caller says the
 message is safe.
 
-Why these options: MQTT v5 with `clean_start=False` and a session-expiry interval keeps the
-session (and the QoS 1 messages queued for it) across restarts; paho's default
-`MQTT_CLEAN_START_FIRST_ONLY` would throw it away at every process start. `Receive Maximum` caps
+Why these options: MQTT v5 with `clean_start=False` and a session-expiry interval (or MQTT 3.1.1
+with `clean_session=False`) keeps the session (and the QoS 1 messages queued for it) across
+restarts; paho's default `MQTT_CLEAN_START_FIRST_ONLY` would throw it away at every process
+start. A connect that finds no session where one was expected, and a DISCONNECT the broker sends,
+are errors with a metric each (`listener.session_alarm`). In MQTT 5, `Receive Maximum` caps
 how many unacknowledged messages the broker sends us, which bounds the listener's memory while
 it waits for Redis, and `Maximum Packet Size` caps the size of one packet: the framing here
 refuses a larger one rather than buffer it. A broker does not always keep to Receive Maximum
 (Mosquitto 2.0.11 stops doing so once PUBACKs flow, and QoS 0 messages have no such cap), so the
 caller can also hold reads: the socket is then left unread and TCP makes the broker wait.
+MQTT 3.1.1 has neither property: the broker's own limits apply, and the read hold alone keeps the
+listener's memory bounded.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any, cast
+from typing import Any, Literal, Protocol, cast
 
 import msgspec
 import paho.mqtt.client as mqtt
@@ -40,6 +44,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ingest_tasks import metrics
 from ingest_tasks.settings import MQTT_PACKET_LIMIT, MqttAddress, SettingProblem, parse_mqtt_url, read_secret_file
 from listener.keepalive import enable_keepalive
+from listener.session_alarm import SESSION_LOST_HINT, SessionWatch, Verdict, disconnect_hint, disconnect_reason_name
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +267,36 @@ class SubscriberConfig:
     ca_file: str = ""
     max_packet_bytes: int = MQTT_PACKET_LIMIT
     url_file: str = ""  # MQTT_URL_FILE: its user name and password are read again at every (re)connect
+    protocol: Literal["5", "3.1.1"] = "5"
+
+    @property
+    def v5(self) -> bool:
+        return self.protocol == "5"
+
+    @property
+    def keeps_session(self) -> bool:
+        """Whether the broker is asked to keep the session after a disconnect."""
+        return self.session_expiry_s > 0 or not self.v5
+
+
+class SessionMemory(Protocol):
+    """Whether this client id had a session on this broker before this process (kept outside it)."""
+
+    def recall(self) -> bool | None:
+        """True or False; None when it cannot be told (the store is unreachable)."""
+
+    def remember(self) -> bool:
+        """Record that the client id has a session; False when it could not be recorded."""
+
+
+class NoSessionMemory:
+    """No memory across processes: the first connect of a process never expects a session."""
+
+    def recall(self) -> bool | None:
+        return False
+
+    def remember(self) -> bool:
+        return True
 
 
 def subscription_filters(topics: tuple[str, ...], shared_group: str) -> list[str]:
@@ -272,8 +307,11 @@ class Subscriber:
     """A connected (and reconnecting) MQTT session that feeds `on_delivery`."""
 
     def __init__(self, config: SubscriberConfig, on_delivery: Callable[[Delivery], None],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], memory: SessionMemory | None = None) -> None:
         self.config = config
+        self._memory = memory or NoSessionMemory()
+        self._remembered = False
+        self._watch = SessionWatch(config.keeps_session, expected=False)
         self._on_delivery = on_delivery
         self._clock = clock
         self.generation = 0
@@ -285,8 +323,8 @@ class Subscriber:
     def _make_client(self) -> BatchReadingClient:
         c = self.config
         client = BatchReadingClient(
-            CallbackAPIVersion.VERSION2, client_id=c.client_id,
-            protocol=mqtt.MQTTv5, manual_ack=True,
+            CallbackAPIVersion.VERSION2, client_id=c.client_id, manual_ack=True,
+            **({"protocol": mqtt.MQTTv5} if c.v5 else {"protocol": mqtt.MQTTv311, "clean_session": False}),
         )
         if c.address.username is not None:
             client.username_pw_set(c.address.username, c.address.password)
@@ -316,13 +354,18 @@ class Subscriber:
         self.client.username_pw_set(address.username, address.password)
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.config.session_expiry_s
-        props.ReceiveMaximum = min(RECEIVE_MAXIMUM_LIMIT, self.config.receive_maximum)
-        props.MaximumPacketSize = self.config.max_packet_bytes  # the broker drops larger ones for us
+        self._watch.expected = self._memory.recall() if self.config.keeps_session else False
         a = self.config.address
-        log.info("mqtt connecting to %s:%d as %s", a.host, a.port, self.config.client_id)
-        self.client.connect_async(a.host, a.port, KEEPALIVE_S, clean_start=False, properties=props)
+        log.info("mqtt connecting to %s:%d as %s (MQTT %s)", a.host, a.port, self.config.client_id,
+                 self.config.protocol)
+        if self.config.v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.config.session_expiry_s
+            props.ReceiveMaximum = min(RECEIVE_MAXIMUM_LIMIT, self.config.receive_maximum)
+            props.MaximumPacketSize = self.config.max_packet_bytes  # the broker drops larger ones for us
+            self.client.connect_async(a.host, a.port, KEEPALIVE_S, clean_start=False, properties=props)
+        else:  # clean_session=False was set on the client
+            self.client.connect_async(a.host, a.port, KEEPALIVE_S)
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -362,22 +405,50 @@ class Subscriber:
             return
         self.session_present = bool(flags.session_present)
         self.generation += 1
+        self._check_session(self.session_present)
         filters = subscription_filters(self.config.topics, self.config.shared_group)
         log.info("mqtt connected (session present=%s); subscribing to %s at qos %d",
                  flags.session_present, ",".join(filters), self.config.qos)
-        client.subscribe([(f, SubscribeOptions(qos=self.config.qos)) for f in filters])
+        qos = self.config.qos
+        if self.config.v5:
+            client.subscribe([(f, SubscribeOptions(qos=qos)) for f in filters])
+        else:
+            client.subscribe([(f, qos) for f in filters])
         self.connected.set()
         metrics.MQTT_CONNECTED.set(1)
 
-    def _handle_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: mqtt.DisconnectFlags,
-                           reason: ReasonCode, _props: Properties | None) -> None:
+    def _check_session(self, present: bool) -> None:
+        verdict = self._watch.connected(present)
+        if verdict is Verdict.LOST:
+            metrics.MQTT_SESSION_LOST.inc()
+            log.error("mqtt session lost: the broker had no session for client id %s where one was expected; %s",
+                      self.config.client_id, SESSION_LOST_HINT)
+        elif verdict is Verdict.UNKNOWN:
+            log.warning("mqtt no session for client id %s, and whether one existed before this start cannot be "
+                        "told; if it did, messages queued for it were lost", self.config.client_id)
+        if not self._remembered and self.config.keeps_session:
+            self._remembered = self._memory.remember()
+
+    def _handle_disconnect(self, _client: mqtt.Client, _userdata: Any, flags: mqtt.DisconnectFlags,
+                           reason: ReasonCode, props: Properties | None) -> None:
         self.connected.clear()
         self.resume_reads()  # the next connection's CONNACK must be read, whatever is held
         metrics.MQTT_CONNECTED.set(0)
-        if self._stopping:
+        if flags.is_disconnect_packet_from_server:
+            self._report_server_disconnect(reason, props)
+        elif self._stopping:
             log.info("mqtt disconnected: %s", reason)
         else:
             log.warning("mqtt disconnected: %s; reconnecting with backoff", reason)
+
+    def _report_server_disconnect(self, reason: ReasonCode, props: Properties | None) -> None:
+        """The broker closed the connection with a DISCONNECT packet (MQTT 5 only) and said why."""
+        name = disconnect_reason_name(reason.value)
+        metrics.MQTT_DISCONNECTS.labels(name).inc()
+        said = getattr(props, "ReasonString", "")  # absent unless the broker added one
+        log.error("mqtt the broker disconnected the listener: %s (0x%02X%s); %s. Messages queued for it may be "
+                  "lost if the broker discards its session: the next connect says (session present)",
+                  reason, reason.value, f", {said!r}" if said else "", disconnect_hint(name))
 
     def _handle_subscribe(self, _client: mqtt.Client, _userdata: Any, mid: int,
                           reasons: list[ReasonCode], _props: Properties | None) -> None:

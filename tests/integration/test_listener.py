@@ -1,4 +1,7 @@
-"""The listener seen from outside: what it puts in Redis, when, and what it acknowledges."""
+"""The listener seen from outside: what it puts in Redis, when, and what it acknowledges.
+
+The tests that take `listener_mqtt` run twice, with MQTT 5 and with MQTT 3.1.1.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Literal
 
 import orjson
 import pytest
@@ -16,6 +20,7 @@ from listener import mqtt as mqtt_module
 from listener.__main__ import queue_client
 from listener.keepalive import KEEPALIVE_IDLE_S
 from listener.mqtt import READ_SIZE, Delivery, Subscriber, SubscriberConfig
+from tests.integration.protocols import PROTOCOLS, ListenerMqtt, forget_session, listener_mqtt
 from tests.support import (
     MQTT_HOST,
     MQTT_PORT,
@@ -31,13 +36,15 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.integration
+__all__ = ["listener_mqtt"]  # the fixture, imported to be used here
 
 
 def test_a_full_chunk_is_sent_at_batch_size_and_the_rest_at_shutdown(
-    database_url: str, redis_db: int, log_dir: Path
+    database_url: str, redis_db: int, log_dir: Path, listener_mqtt: ListenerMqtt
 ) -> None:
     prefix = unique("ts")
-    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_SIZE="5", INGEST_BATCH_MS="600000")
+    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_SIZE="5", INGEST_BATCH_MS="600000",
+                      **listener_mqtt.env)
     redis_url = env["CELERY_BROKER_URL"]
     listener = start_listener(env, log_dir)
     try:
@@ -56,10 +63,11 @@ def test_a_full_chunk_is_sent_at_batch_size_and_the_rest_at_shutdown(
 
 
 def test_a_partial_chunk_is_sent_when_its_oldest_message_is_batch_ms_old(
-    database_url: str, redis_db: int, log_dir: Path
+    database_url: str, redis_db: int, log_dir: Path, listener_mqtt: ListenerMqtt
 ) -> None:
     prefix = unique("ts")
-    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_SIZE="1000", INGEST_BATCH_MS="400")
+    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_SIZE="1000", INGEST_BATCH_MS="400",
+                      **listener_mqtt.env)
     redis_url = env["CELERY_BROKER_URL"]
     listener = start_listener(env, log_dir)
     try:
@@ -75,9 +83,11 @@ def test_a_partial_chunk_is_sent_when_its_oldest_message_is_batch_ms_old(
         listener.stop()
 
 
-def test_payload_bytes_and_topic_travel_unchanged(database_url: str, redis_db: int, log_dir: Path) -> None:
+def test_payload_bytes_and_topic_travel_unchanged(
+    database_url: str, redis_db: int, log_dir: Path, listener_mqtt: ListenerMqtt
+) -> None:
     prefix = unique("ts")
-    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_MS="50")
+    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_MS="50", **listener_mqtt.env)
     listener = start_listener(env, log_dir)
     payload = bytes(range(256)) * 3
     topic = f"{prefix}/acme/site-1/dev-ü/telem"
@@ -114,12 +124,11 @@ def test_a_chunk_travels_through_redis_compressed(database_url: str, redis_db: i
 
 
 def test_messages_are_acknowledged_only_after_redis_accepts_them(
-    database_url: str, redis_db: int, log_dir: Path
+    database_url: str, redis_db: int, log_dir: Path, listener_mqtt: ListenerMqtt
 ) -> None:
     prefix = unique("ts")
-    client_id = unique("test-listener-")
     # First life: Redis unreachable, so nothing may be acknowledged. Then SIGKILL.
-    env = service_env(database_url, redis_db, prefix, MQTT_CLIENT_ID=client_id, INGEST_BATCH_MS="50")
+    env = service_env(database_url, redis_db, prefix, INGEST_BATCH_MS="50", **listener_mqtt.env)
     no_redis = {**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}
     first = start_listener(no_redis, log_dir, name="listener-no-redis")
     with publisher() as pub:
@@ -141,13 +150,14 @@ def test_messages_are_acknowledged_only_after_redis_accepts_them(
     assert sorted(got) == [f"m{i}".encode() for i in range(5)]
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_held_subscriber_reads_nothing_until_released_and_keeps_its_connection(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, protocol: Literal["5", "3.1.1"],
 ) -> None:
     monkeypatch.setattr(mqtt_module, "KEEPALIVE_S", 1)  # a hold of 3 s outlasts keep-alive twice
     prefix = unique("ts")
     config = SubscriberConfig(MqttAddress(MQTT_HOST, MQTT_PORT, False, None, None), unique("test-hold-"),
-                              (f"{prefix}/#",), 1, "", TEST_SESSION_EXPIRY_S, 1000)
+                              (f"{prefix}/#",), 1, "", TEST_SESSION_EXPIRY_S, 1000, protocol=protocol)
     got: list[Delivery] = []
     hold = True
     subscriber = Subscriber(config, got.append, clock=time.time)
@@ -170,17 +180,18 @@ def test_a_held_subscriber_reads_nothing_until_released_and_keeps_its_connection
         subscriber.ack_all(got)
     finally:
         subscriber.stop()
+        forget_session(config.client_id, protocol)
 
 
 def test_a_flood_past_receive_maximum_waits_in_the_broker_not_in_the_listener(
-    database_url: str, redis_db: int, log_dir: Path
+    database_url: str, redis_db: int, log_dir: Path, listener_mqtt: ListenerMqtt
 ) -> None:
     # QoS 0 messages are not capped by Receive Maximum, and with Redis unreachable nothing goes
     # out: without holding its reads the listener would take in all 3,000.
     prefix = unique("ts")
     port = free_port()
     env = service_env(database_url, redis_db, prefix, INGEST_BATCH_SIZE="50", INGEST_BATCH_MS="50",
-                      METRICS_PORT=str(port), CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+                      METRICS_PORT=str(port), CELERY_BROKER_URL="redis://127.0.0.1:1/0", **listener_mqtt.env)
     limit = 50 * 4  # INGEST_BATCH_SIZE x listener.__main__.INFLIGHT_CHUNKS
     payload = bytes(2048)
     per_read = READ_SIZE // len(payload) + 1  # what one socket read can hold past the limit

@@ -1,15 +1,16 @@
 """The listener's own MQTT framing: every PUBLISH arrives whole and unchanged, however the bytes are cut.
 
 The bytes go through a real socket pair into `BatchReadingClient._packet_read`, the way the
-broker's bytes do; the packets are encoded here by the MQTT 5 rules, independently of the decoder
-(with the benchmark publisher's variable-length integer encoder).
+broker's bytes do; the packets are encoded here by the MQTT 5 rules (with properties) and the
+MQTT 3.1.1 rules (without), independently of the decoder (with the benchmark publisher's
+variable-length integer encoder).
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import paho.mqtt.client as mqtt
@@ -24,17 +25,18 @@ from listener.mqtt import BatchReadingClient
 Publish = tuple[bytes, bytes, int, int]  # topic, payload, packet id, qos
 
 
-def encode(topic: bytes, payload: bytes, mid: int, qos: int, properties: bytes, dup: bool = False) -> bytes:
+def encode(topic: bytes, payload: bytes, mid: int, qos: int, properties: bytes | None, dup: bool = False) -> bytes:
+    """A PUBLISH packet; `properties` None is the MQTT 3.1.1 layout, which has no properties field."""
     body = struct.pack("!H", len(topic)) + topic + (struct.pack("!H", mid) if qos else b"")
-    body += varint(len(properties)) + properties + payload
+    body += (b"" if properties is None else varint(len(properties)) + properties) + payload
     return bytes([0x30 | (0x08 if dup else 0) | (qos << 1)]) + varint(len(body)) + body
 
 
 @contextmanager
-def wiring() -> Iterator[tuple[BatchReadingClient, socket.socket, list[Publish]]]:
+def wiring(protocol: int = mqtt.MQTTv5) -> Iterator[tuple[BatchReadingClient, socket.socket, list[Publish]]]:
     """A client whose socket is one end of a pair; the test plays the broker at the other end."""
     client = BatchReadingClient(CallbackAPIVersion.VERSION2, client_id="framing-test",
-                                protocol=mqtt.MQTTv5, manual_ack=True)
+                                protocol=protocol, manual_ack=True)
     received: list[Publish] = []
     client.on_publish_packet = lambda *p: received.append(p)
     ours, broker = socket.socketpair()
@@ -83,8 +85,21 @@ def test_every_publish_arrives_whole_however_the_stream_is_cut(
     assert received == expected
 
 
+@settings(max_examples=100, deadline=None)
+@given(publishes, st.lists(st.integers(1, 70_000), min_size=1, max_size=8))
+def test_every_mqtt_3_1_1_publish_arrives_whole_however_the_stream_is_cut(
+    packets: list[tuple[bytes, bytes, int, int, bytes]], cuts: list[int],
+) -> None:
+    # 3.1.1 has no properties: a decoder reading a properties length would eat the payload's first bytes.
+    without_properties = [(topic, payload, mid, qos, None) for topic, payload, mid, qos, _ in packets]
+    with wiring(mqtt.MQTTv311) as (client, broker, received):
+        stream_in_pieces(client, broker, without_properties, cuts)
+    expected = [(topic, payload, mid if qos else 0, qos) for topic, payload, mid, qos, _ in packets]
+    assert received == expected
+
+
 def stream_in_pieces(client: BatchReadingClient, broker: socket.socket,
-                     packets: list[tuple[bytes, bytes, int, int, bytes]], cuts: list[int]) -> None:
+                     packets: Sequence[tuple[bytes, bytes, int, int, bytes | None]], cuts: list[int]) -> None:
     stream = b"".join(encode(*p) for p in packets)
     pieces, at = [], 0
     for cut in sorted({c % len(stream) for c in cuts} | {len(stream)}):
@@ -172,3 +187,17 @@ def test_a_huge_remaining_length_is_refused_at_its_header_without_buffering(
     broker.sendall(b"\x32\xff\xff\xff\x7f" + bytes(60_000))
     assert read_all(client) == MQTTErrorCode.MQTT_ERR_PROTOCOL
     assert (client._pending, client._pending_size, received) == ([], 0, [])
+
+
+@pytest.mark.parametrize(("protocol", "properties"), [
+    pytest.param(mqtt.MQTTv5, b"\x01\x01", id="MQTT 5: a properties field"),
+    pytest.param(mqtt.MQTTv311, None, id="MQTT 3.1.1: no properties field"),
+])
+def test_a_payload_starting_with_what_looks_like_properties_arrives_unchanged(
+    protocol: int, properties: bytes | None,
+) -> None:
+    payload = b"\x02\x01\x01{}"  # read as properties, these bytes would vanish from the payload
+    with wiring(protocol) as (client, broker, received):
+        broker.sendall(encode(b"t/x", payload, 5, 1, properties) + encode(b"t/y", payload, 0, 0, properties))
+        assert read_all(client) == MQTTErrorCode.MQTT_ERR_AGAIN
+    assert received == [(b"t/x", payload, 5, 1), (b"t/y", payload, 0, 0)]
