@@ -54,10 +54,8 @@ SECRETS = {
     "MQTT_TLS_DIR": "/run/operator/mqtt-tls",
 }
 BROKER_URL = f"redis://:{SECRETS['REDIS_PASSWORD']}@redis:6379/0"
-SHARED_ENV = {
-    "CELERY_BROKER_URL": BROKER_URL,
-    "LOG_FORMAT": "json",
-}
+SHARED_ENV = {"LOG_FORMAT": "json"}
+CELERY_SERVICES = ("listener", "worker", "beat", "flower")  # the only app processes given Redis
 # Who logs in to PostgreSQL, as whom; every other service has no DATABASE_URL at all.
 DATABASE_LOGINS = {
     "migrate": f"postgresql://traksense_owner:{SECRETS['TRAKSENSE_OWNER_PASSWORD']}@db:5432/traksense",
@@ -256,6 +254,12 @@ def test_interpolated_env_reaches_every_app_service() -> None:
         env = as_mapping(resolved()[name]["environment"])
         for key, value in SHARED_ENV.items():
             assert env.get(key) == value, f"{name}: {key}"
+        assert env.get("CELERY_BROKER_URL") == (BROKER_URL if name in CELERY_SERVICES else None), name
+
+
+def test_the_redis_password_goes_only_where_redis_is_used() -> None:
+    holders = {name for name, svc in resolved().items() if SECRETS["REDIS_PASSWORD"] in str(svc)}
+    assert holders == {*CELERY_SERVICES, "redis", "celery-exporter"}
 
 
 @pytest.mark.parametrize("name", IMAGE_SERVICES)
@@ -383,7 +387,7 @@ def test_db_is_timescale_with_a_volume_and_a_health_check() -> None:
 def test_app_service_has_the_shared_env(name: str) -> None:
     env = as_mapping(service(name)["environment"])
     assert env["LOG_FORMAT"] == "json"
-    assert "${REDIS_PASSWORD:?" in env["CELERY_BROKER_URL"]
+    assert name not in CELERY_SERVICES or "${REDIS_PASSWORD:?" in env["CELERY_BROKER_URL"]
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
