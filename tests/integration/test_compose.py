@@ -339,6 +339,7 @@ def test_mosquitto_serves_tls_with_the_operators_certificate() -> None:
         mqtt["volumes"][0], dict) else {str(v).split(":")[1]: str(v).split(":")[0] for v in mqtt["volumes"]}
     assert binds["/mosquitto/certs"] == SECRETS["MQTT_TLS_DIR"]
     assert binds["/mosquitto/conf.d/tls.conf"].endswith("deploy/mosquitto/tls.conf")
+    assert mosquitto_conf()["include_dir"] == ["/mosquitto/conf.d"]  # else nothing listens on 8883
 
 
 def test_mosquitto_starts_through_dynsec_init_and_the_listener_after_its_account() -> None:

@@ -70,6 +70,13 @@ class Broker:
         return f"mqtt://{user}:{password}@127.0.0.1:{self.port}"
 
 
+def extra_listeners(directory: Path) -> Path:
+    """An empty folder for the shipped `include_dir` (Mosquitto refuses one that is missing)."""
+    folder = directory / "conf.d"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def shipped_config(port: int, directory: Path) -> str:
     """mosquitto.conf as shipped, with only its paths and port moved to this machine's test broker."""
     text = SHIPPED_CONF.read_text(encoding="utf-8")
@@ -77,7 +84,9 @@ def shipped_config(port: int, directory: Path) -> str:
              "persistence_location /mosquitto/data/\n": f"persistence_location {directory}/\n",
              "plugin /usr/lib/mosquitto_dynamic_security.so\n": f"plugin {DEBIAN_PLUGIN}\n",
              "plugin_opt_config_file /mosquitto/data/dynamic-security.json\n":
-                 f"plugin_opt_config_file {directory}/dynamic-security.json\n"}
+                 f"plugin_opt_config_file {directory}/dynamic-security.json\n",
+             # Compose mounts the TLS listener there; this broker needs only plain MQTT.
+             "include_dir /mosquitto/conf.d\n": f"include_dir {extra_listeners(directory)}\n"}
     for shipped, here in moves.items():
         assert text.count(shipped) == 1, f"the shipped config no longer has {shipped.strip()!r}"
         text = text.replace(shipped, here)
