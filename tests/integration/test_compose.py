@@ -524,3 +524,27 @@ def test_dockerfile_installs_the_runtime_lock_alone_with_hashes() -> None:
     assert "COPY requirements.lock ." in lines
     assert [ln for ln in lines if "pip install" in ln] == ["RUN pip install --require-hashes -r requirements.lock"]
     assert [entry for entry in dockerignore() if "requirements" in entry] == ["!requirements.lock"]
+
+
+def make_secrets(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(ROOT / "scripts" / "make-secrets.sh"), str(directory), "mqtt.example.com"],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_make_secrets_writes_every_secret_compose_needs_once(tmp_path: Path) -> None:
+    assert make_secrets(tmp_path).returncode == 0
+    values = dict(line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines())
+    assert set(values) == set(SECRETS)
+    passwords = [v.removeprefix("ops:") for k, v in values.items() if not k.endswith(("_FILE", "_DIR"))]
+    assert all(len(p) == 48 and set(p) <= set("0123456789abcdef") for p in passwords)  # URL-safe
+    assert len(set(passwords)) == len(passwords)
+    files = {k: str((tmp_path / v).resolve()) for k, v in values.items() if k.endswith(("_FILE", "_DIR"))}
+    assert (tmp_path / ".env").stat().st_mode & 0o077 == 0
+    assert (Path(files["MQTT_TLS_DIR"]) / "server.crt").exists()
+    admin = Path(files["MQTT_ADMIN_PASSWORD_FILE"]).read_text().strip()
+    assert Path(files["MQTT_ADMIN_URL_FILE"]).read_text().strip() == f"mqtt://admin:{admin}@mqtt:1883"
+    result = run_compose(COMPOSE_FILE, "config", secrets={**values, **files})
+    assert result.returncode == 0, result.stderr
+
+    again = make_secrets(tmp_path)
+    assert again.returncode == 1 and "exists" in again.stderr  # never overwrites an operator's secrets
