@@ -26,6 +26,7 @@ from ingest_tasks.envelope import COMPRESSION, QUEUE, TASK_NAME, check_compressi
 from ingest_tasks.settings import Settings
 
 PURGE_TASK = "ingest_tasks.purge_dlq"
+RETENTION_TASK = "ingest_tasks.purge_telemetry"
 # Flower keeps this many tasks in memory (its own default, 100000, holds a lot of 800-message
 # chunk arguments); older ones are dropped, the counters on its /metrics keep counting.
 FLOWER_MAX_TASKS = 10_000
@@ -109,7 +110,7 @@ def create_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=QUEUE,
-        task_routes={TASK_NAME: {"queue": QUEUE}, PURGE_TASK: {"queue": QUEUE}},
+        task_routes={TASK_NAME: {"queue": QUEUE}, PURGE_TASK: {"queue": QUEUE}, RETENTION_TASK: {"queue": QUEUE}},
         broker_transport_options=redis_transport_options(settings.visibility_timeout_s),
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,
@@ -118,6 +119,8 @@ def create_app(settings: Settings) -> Celery:
         timezone="UTC",
         beat_schedule={
             "purge-dlq-daily": {"task": PURGE_TASK, "schedule": crontab(hour=3, minute=17)},
+            # Always scheduled; the task does nothing while TELEMETRY_RETENTION_DAYS is 0.
+            "purge-telemetry-daily": {"task": RETENTION_TASK, "schedule": crontab(hour=3, minute=47)},
         },
     )
     # Remote-control messages (inspect, ping) in JSON, not the task serializer: monitors such as

@@ -190,6 +190,8 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(600, alias="CELERY_VISIBILITY_TIMEOUT", ge=10)
     resend_after_s: float = Field(30.0, alias="INGEST_RESEND_AFTER_S", ge=1)
     dlq_retention_days: int = Field(14, alias="DLQ_RETENTION_DAYS", ge=0)
+    # 0 = keep telemetry forever; otherwise beat removes measurements and events older than this.
+    telemetry_retention_days: int = Field(0, alias="TELEMETRY_RETENTION_DAYS", ge=0, le=36_500)
     metrics_port: int = Field(9100, alias="METRICS_PORT", ge=0, le=65535)
     worker_metrics_port: int = Field(9101, alias="WORKER_METRICS_PORT", ge=0, le=65535)
     flower_basic_auth: str = Field("", alias="FLOWER_BASIC_AUTH")

@@ -21,7 +21,14 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from redis.exceptions import RedisError
 
 from ingest_tasks import metrics, worker_metrics
-from ingest_tasks.app import PURGE_TASK, TASK_SOFT_TIME_LIMIT_S, TASK_TIME_LIMIT_S, create_app, redis_socket_options
+from ingest_tasks.app import (
+    PURGE_TASK,
+    RETENTION_TASK,
+    TASK_SOFT_TIME_LIMIT_S,
+    TASK_TIME_LIMIT_S,
+    create_app,
+    redis_socket_options,
+)
 from ingest_tasks.dead_letters import purge_dead_letters
 from ingest_tasks.envelope import QUEUE, TASK_NAME, Chunk, args_summary, from_wire
 from ingest_tasks.errors import PermanentError, RetriesExhausted, TaskTimedOut, TransientError
@@ -30,6 +37,7 @@ from ingest_tasks.ledger import Ledger
 from ingest_tasks.logs import configure_logging
 from ingest_tasks.multiproc import remove_multiprocess_dir
 from ingest_tasks.pipeline import Accepted, Outcome, Rejected, process_chunk
+from ingest_tasks.retention import purge_telemetry
 from ingest_tasks.retry import RetryPolicy
 from ingest_tasks.settings import load_settings
 from ingest_tasks.store import Store, WriteResult
@@ -191,3 +199,17 @@ def purge_dlq() -> int:
     removed = purge_dead_letters(settings.database_url, settings.dlq_retention_days)
     log.info("dlq purge: removed=%d older than %d days", removed, settings.dlq_retention_days)
     return removed
+
+
+# No time limit, unlike a chunk's task: a first run over a large backlog may take long, but each
+# batch is its own short transaction, and a run that is stopped leaves the rest to the next one.
+@app.task(name=RETENTION_TASK)
+def purge_old_telemetry() -> int:
+    days = settings.telemetry_retention_days
+    if days == 0:
+        log.info("telemetry retention: off (TELEMETRY_RETENTION_DAYS=0)")
+        return 0
+    purged = purge_telemetry(settings.database_url, days)
+    log.info("telemetry retention: dropped %d chunks, deleted %d rows in %d batches, older than %d days",
+             purged.chunks, purged.rows, purged.batches, days)
+    return purged.rows
