@@ -36,12 +36,16 @@ BOUNDARY = f"date_trunc('day', now() - interval '{DAYS} days')"
 
 
 @contextmanager
-def production_database(server: str) -> Iterator[Db]:
+def production_database(server: str, migrated_by_superuser: bool = False) -> Iterator[Db]:
+    """As compose makes it at its first start; or migrated by the superuser (`make run`) and then
+    handed to the owner by the init script, as an existing database is."""
     name = unique("traksense_retention_")
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     db = Db(server, name)
     try:
+        if migrated_by_superuser:
+            apply_pending(db.admin)
         run_init_script(server, name)
         apply_pending(db.login(OWNER))
         yield db
@@ -53,6 +57,13 @@ def production_database(server: str) -> Iterator[Db]:
 @pytest.fixture(params=["postgresql", "timescaledb"])
 def db(request: pytest.FixtureRequest) -> Iterator[Db]:
     with production_database(PG_ADMIN if request.param == "postgresql" else timescale_admin_url()) as database:
+        yield database
+
+
+@pytest.fixture(params=["postgresql", "timescaledb"])
+def handed_over(request: pytest.FixtureRequest) -> Iterator[Db]:
+    server = PG_ADMIN if request.param == "postgresql" else timescale_admin_url()
+    with production_database(server, migrated_by_superuser=True) as database:
         yield database
 
 
@@ -115,6 +126,14 @@ def seed_history(db: Db, tenant: str) -> None:
 
 
 def test_rows_older_than_the_retention_go_and_newer_stay(db: Db) -> None:
+    rows_older_than_the_retention_go_and_newer_stay(db)
+
+
+def test_the_same_on_a_database_migrated_by_the_superuser_and_handed_over(handed_over: Db) -> None:
+    rows_older_than_the_retention_go_and_newer_stay(handed_over)
+
+
+def rows_older_than_the_retention_go_and_newer_stay(db: Db) -> None:
     tenants = (unique("a-"), unique("b-"))
     for tenant in tenants:
         seed_history(db, tenant)
