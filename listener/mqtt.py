@@ -446,8 +446,8 @@ class Subscriber:
         name = disconnect_reason_name(reason.value)
         metrics.MQTT_DISCONNECTS.labels(name).inc()
         said = getattr(props, "ReasonString", "")  # absent unless the broker added one
-        log.error("mqtt the broker disconnected the listener: %s (0x%02X%s); %s. Messages queued for it may be "
-                  "lost if the broker discards its session: the next connect says (session present)",
+        log.error("mqtt the broker disconnected the listener: %s (0x%02X%s); %s. Messages queued for it are lost "
+                  "if the broker discards its session too (the next connect tells)",
                   reason, reason.value, f", {said!r}" if said else "", disconnect_hint(name))
 
     def _handle_subscribe(self, _client: mqtt.Client, _userdata: Any, mid: int,

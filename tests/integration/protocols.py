@@ -34,17 +34,33 @@ class ListenerMqtt:
         return {"MQTT_PROTOCOL": self.protocol, "MQTT_CLIENT_ID": self.client_id}
 
 
-def forget_session(client_id: str, protocol: str, host: str = MQTT_HOST, port: int = MQTT_PORT) -> bool:
-    """Connect as `client_id` with a clean session, which makes the broker discard the one it kept;
-    whether the broker had one."""
-    if protocol == "5":
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+def forget_session(client_id: str, protocol: str, host: str = MQTT_HOST, port: int = MQTT_PORT,
+                   username: str | None = None, password: str | None = None) -> bool:
+    """Make the broker discard the session it keeps for `client_id`; whether it had one.
+
+    The session is resumed once to see whether it is there (with MQTT 5, with an expiry of 0,
+    which ends it at the disconnect); a 3.1.1 session is then ended by a clean-session connect.
+    """
+    login = (username, password)
+    present = connect_once(client_id, protocol, False, host, port, login)
+    if protocol != "5":
+        connect_once(client_id, protocol, True, host, port, login)
+    return present
+
+
+def connect_once(client_id: str, protocol: str, clean: bool, host: str, port: int,
+                 login: tuple[str | None, str | None]) -> bool:
+    """Connect as `client_id`, and disconnect at once; whether the broker said session present."""
+    v5 = protocol == "5"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         **({"protocol": mqtt.MQTTv5} if v5 else {"protocol": mqtt.MQTTv311, "clean_session": clean}))
+    if login[0] is not None:
+        client.username_pw_set(*login)
+    if v5:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 0
-        client.connect(host, port, 30, clean_start=True, properties=props)
+        client.connect(host, port, 30, clean_start=clean, properties=props)
     else:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                             clean_session=True)
         client.connect(host, port, 30)
     present: list[bool] = []
     client.on_connect = lambda _c, _u, flags, _r, _p: present.append(bool(flags.session_present))
