@@ -8,9 +8,11 @@
 -- - ts_measure a TimescaleDB hypertable: drop_chunks drops every chunk whose whole time range is
 --   older than the cutoff (DDL, no row is read, no dead tuples, no vacuum). Rows in the chunk that
 --   straddles the cutoff stay until a later run: at most one chunk interval (1 day, 0003) longer.
--- - ts_measure a plain table: up to batch_size of its oldest rows are deleted, by ctid, found
---   through a BRIN index on ts (made below on plain PostgreSQL only; TimescaleDB's own index on ts
---   serves the hypertable). BRIN costs an insert almost nothing, unlike a B-tree on ts.
+-- - ts_measure a plain table: up to batch_size rows older than the cutoff are deleted, by ctid.
+--   They are found by a scan that stops at batch_size rows; old rows lie mostly at the table's
+--   start, and a run's last, short batch reads the table once. No index on ts for it: a B-tree
+--   costs every stored point an index insert (and 11 MB per 500,000 rows), and a BRIN index stops
+--   helping once deleted space is reused (a range keeps its oldest ts after its rows are gone).
 -- - device_event (always a plain table): by ts the same way, in the room the batch has left.
 -- cmd_ack is kept: an acknowledgement is a command's outcome, one row per command, not a series
 -- that grows with time, and its own clock (ts_exec) is the device's and may be missing.
@@ -31,15 +33,6 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION ingest_ts_measure_is_hypertable() FROM PUBLIC;
-
-DO $$
-BEGIN
-    IF NOT ingest_ts_measure_is_hypertable() THEN
-        CREATE INDEX ts_measure_ts_brin ON ts_measure USING brin (ts);
-    END IF;
-END
-$$;
-CREATE INDEX device_event_ts_brin ON device_event USING brin (ts);
 
 -- Under FORCE ROW LEVEL SECURITY the owner too sees no row without a tenant set; the purge runs
 -- as the owner and must find every tenant's old rows. TO pg_database_owner, not to everyone like
