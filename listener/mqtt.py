@@ -331,7 +331,9 @@ class Subscriber:
         if c.address.tls:
             client.tls_set(ca_certs=c.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
-        client.max_packet_bytes = c.max_packet_bytes
+        # MQTT 3.1.1 cannot tell the broker our limit: it sends what its own max_packet_size lets
+        # through, and refusing such a packet here would only fetch it again at every reconnect.
+        client.max_packet_bytes = c.max_packet_bytes if c.v5 else MQTT_PACKET_LIMIT
         client.refresh_login = self._refresh_login
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
@@ -416,6 +418,8 @@ class Subscriber:
             client.subscribe([(f, qos) for f in filters])
         self.connected.set()
         metrics.MQTT_CONNECTED.set(1)
+        if not self._remembered and self.config.keeps_session:  # after the SUBSCRIBE: a Redis round trip
+            self._remembered = self._memory.remember()
 
     def _check_session(self, present: bool) -> None:
         verdict = self._watch.connected(present)
@@ -426,8 +430,6 @@ class Subscriber:
         elif verdict is Verdict.UNKNOWN:
             log.warning("mqtt no session for client id %s, and whether one existed before this start cannot be "
                         "told; if it did, messages queued for it were lost", self.config.client_id)
-        if not self._remembered and self.config.keeps_session:
-            self._remembered = self._memory.remember()
 
     def _handle_disconnect(self, _client: mqtt.Client, _userdata: Any, flags: mqtt.DisconnectFlags,
                            reason: ReasonCode, props: Properties | None) -> None:

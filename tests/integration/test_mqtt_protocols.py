@@ -23,6 +23,7 @@ from tests.support import (
     count,
     free_port,
     publisher,
+    queued_chunks,
     scrape,
     service_env,
     start_listener,
@@ -186,3 +187,30 @@ def test_a_broker_disconnect_with_a_reason_code_and_the_session_lost_meanwhile_a
         assert listener.stop() == 0
     assert listener.log().count("mqtt connected (session present=") == 2
 
+
+
+def test_with_3_1_1_a_packet_over_mqtt_max_packet_bytes_still_reaches_the_listener_without_a_reconnect(
+    database_url: str, redis_db: int, log_dir: Path, listener_mqtt: ListenerMqtt,
+) -> None:
+    # MQTT 5: the broker drops the large packet for the listener (its announced Maximum Packet
+    # Size). MQTT 3.1.1 has no way to say it: the broker sends it, and refusing it would drop the
+    # connection and fetch it again at every reconnect, holding back every message behind it.
+    prefix = unique("ts")
+    env = service_env(database_url, redis_db, prefix, **listener_mqtt.env, INGEST_BATCH_MS="50",
+                      INGEST_MAX_PAYLOAD_BYTES="1024", MQTT_MAX_PACKET_BYTES="2048")
+    topic = f"{prefix}/t/s/d/telem"
+    listener = start_listener(env, log_dir)
+    try:
+        with publisher() as pub:
+            pub.publish(topic, bytes(5000))
+            pub.publish(topic, b"after")
+
+        def received() -> list[bytes] | None:
+            got = [m[1] for _, messages in queued_chunks(env["CELERY_BROKER_URL"]) for m in messages]
+            return got if b"after" in got else None
+
+        got = wait_until(received, what="the message after the large one")
+    finally:
+        assert listener.stop() == 0
+    assert got == ([b"after"] if listener_mqtt.protocol == "5" else [bytes(5000), b"after"])
+    assert listener.log().count("mqtt connected (") == 1
