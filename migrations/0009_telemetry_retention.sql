@@ -59,6 +59,10 @@ CREATE FUNCTION ingest_purge_telemetry(older_than_days integer, batch_size integ
 LANGUAGE plpgsql SECURITY DEFINER
 -- Pinned: a caller's search_path (or temporary schema) cannot put its own objects in the way.
 SET search_path = pg_catalog, pg_temp
+-- Dropping a chunk waits for every transaction that has read it (a long dashboard query), and
+-- while it waits every new query of that chunk waits behind it: give up instead, and let the
+-- next run drop it.
+SET lock_timeout = '10s'
 AS $$
 DECLARE
     cutoff timestamptz;

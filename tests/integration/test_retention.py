@@ -8,6 +8,7 @@ deleted a bounded batch a transaction; device_event goes by ts on both; cmd_ack 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from psycopg import errors, sql
 
 from ingest_tasks.app import RETENTION_TASK
 from ingest_tasks.envelope import QUEUE
+from ingest_tasks.errors import StorageUnavailable
 from ingest_tasks.retention import Purged, purge_telemetry
 from migrations.runner import apply_pending
 from tests.integration.test_roles import OWNER, WORKER, Db, run_init_script
@@ -161,6 +163,18 @@ def test_on_timescaledb_whole_chunks_are_dropped(tsdb: Db) -> None:
     assert purged == Purged(chunks=len(OLD_DAYS), rows=10, batches=1)  # the rows: device events
     assert (chunks(tsdb), chunks(tsdb, DAYS)) == (before - old, 0)
     assert purge_telemetry(tsdb.login(WORKER), DAYS) == Purged(0, 0, 1)  # nothing left to do
+
+
+def test_a_chunk_being_read_is_left_for_the_next_run_after_the_lock_timeout(tsdb: Db) -> None:
+    measures(tsdb, unique("a-"), "now() - interval '20 days'")
+    with psycopg.connect(tsdb.admin) as reader:  # a transaction that has read the old chunk
+        reader.execute("SELECT count(*) FROM ts_measure")
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable, match="LockNotAvailable"):  # not QueryCanceled at 30 s
+            purge_telemetry(tsdb.login(WORKER) + "?options=-c%20statement_timeout%3D30s", DAYS)
+        assert 9 < time.monotonic() - started < 30  # the function's lock_timeout, 10 s
+        assert chunks(tsdb) == 1
+    assert purge_telemetry(tsdb.login(WORKER), DAYS).chunks == 1
 
 
 def test_a_backlog_goes_a_bounded_batch_a_transaction(db: Db) -> None:
