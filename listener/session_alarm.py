@@ -74,7 +74,7 @@ DISCONNECT_HINTS: dict[str, str] = {
     "session_taken_over": "another client connected with the same MQTT_CLIENT_ID; give every listener its own "
                           "id (several listeners split the load with MQTT_SHARED_GROUP)",
     "quota_exceeded": "the broker's per-session queue or rate limit was reached; raise its queue limit "
-                      "(Mosquitto max_queued_messages, EMQX mqueue max_len, ejabberd mod_mqtt max_queue)",
+                      "(Mosquitto max_queued_messages, EMQX mqtt.max_mqueue_len, ejabberd mod_mqtt max_queue)",
     "receive_maximum_exceeded": "the broker says the listener sent too many unacknowledged QoS 2 messages",
     "packet_too_large": "a packet exceeded a size limit; check the broker's max_packet_size against "
                         "MQTT_MAX_PACKET_BYTES",
@@ -96,7 +96,8 @@ def disconnect_hint(name: str) -> str:
 SESSION_LOST_HINT = (
     "the broker discarded the listener's session: messages queued for it while it was away or "
     "unacknowledged may have been lost. Check the broker keeps sessions long enough (MQTT_SESSION_EXPIRY "
-    "and the broker's own cap on it), keeps them across its restarts (Mosquitto: persistence true) and "
-    "queues enough for them (Mosquitto max_queued_messages, EMQX mqueue max_len, ejabberd mod_mqtt "
+    "with MQTT 5, and the broker's own expiry settings), keeps them across its restarts (Mosquitto: "
+    "persistence true) and "
+    "queues enough for them (Mosquitto max_queued_messages, EMQX mqtt.max_mqueue_len, ejabberd mod_mqtt "
     "max_queue), and that no other client uses MQTT_CLIENT_ID"
 )
