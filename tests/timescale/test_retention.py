@@ -42,4 +42,4 @@ def test_the_chunk_interval_is_a_day_and_retention_drops_whole_chunks_through_th
         owner = conn.execute("SELECT p.proowner = c.relowner, p.prosecdef, p.proconfig FROM pg_proc p, pg_class c "
                              "WHERE p.proname = 'ingest_purge_telemetry' AND c.oid = 'ts_measure'::regclass").fetchone()
     assert interval == ("1 day",)
-    assert owner == (True, True, ["search_path=pg_catalog, pg_temp"])
+    assert owner == (True, True, ["search_path=pg_catalog, pg_temp", "lock_timeout=10s"])
