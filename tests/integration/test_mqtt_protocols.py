@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.services import accepts_connections, scratch_dir
-from tests.integration.protocols import ListenerMqtt, forget_session, listener_mqtt
+from tests.integration.protocols import PROTOCOLS, ListenerMqtt, forget_session, listener_mqtt
 from tests.support import (
     Process,
     Publisher,
@@ -166,27 +166,31 @@ def dynsec_broker(tmp_path: Path) -> Iterator[DynsecBroker]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_broker_disconnect_with_a_reason_code_and_the_session_lost_meanwhile_are_errors_and_counted(
-    database_url: str, redis_db: int, log_dir: Path, dynsec_broker: DynsecBroker,
+    database_url: str, redis_db: int, log_dir: Path, dynsec_broker: DynsecBroker, protocol: str,
 ) -> None:
     port, client_id = free_port(), unique("test-listener-")
     env = service_env(database_url, redis_db, unique("ts"), MQTT_CLIENT_ID=client_id, METRICS_PORT=str(port),
-                      MQTT_URL=f"mqtt://ingest:ingest-pw@127.0.0.1:{dynsec_broker.port}")
+                      MQTT_URL=f"mqtt://ingest:ingest-pw@127.0.0.1:{dynsec_broker.port}", MQTT_PROTOCOL=protocol)
     listener = start_listener(env, log_dir)
     try:
-        dynsec_broker.ctrl("disableClient", "ingest")  # Mosquitto sends DISCONNECT 0x98 and refuses it after
-        listener.wait_for_log("mqtt the broker disconnected the listener")
-        assert scrape(port)['ingest_mqtt_disconnects_total{reason="administrative_action"}'] == 1
-        assert "(0x98)" in listener.log()
-        # While it is away, another client takes its id with a clean start: the session is gone.
-        assert forget_session(client_id, "5", port=dynsec_broker.port, username="other", password="other-pw")
+        dynsec_broker.ctrl("disableClient", "ingest")  # Mosquitto disconnects it, and refuses it after
+        if protocol == "5":  # a DISCONNECT packet with reason 0x98
+            listener.wait_for_log("mqtt the broker disconnected the listener")
+            assert scrape(port)['ingest_mqtt_disconnects_total{reason="administrative_action"}'] == 1
+            assert "(0x98)" in listener.log()
+        else:  # 3.1.1 has no DISCONNECT from the server: the socket is closed
+            listener.wait_for_log("reconnecting with backoff")
+            assert not [k for k in scrape(port) if k.startswith("ingest_mqtt_disconnects_total")]
+        # While it is away, another client takes its id with a clean session: the session is gone.
+        assert forget_session(client_id, protocol, port=dynsec_broker.port, username="other", password="other-pw")
         dynsec_broker.ctrl("enableClient", "ingest")
         listener.wait_for_log(SESSION_LOST)  # in the same process: every reconnect expects the session
         assert scrape(port)[LOST_TOTAL] == 1
     finally:
         assert listener.stop() == 0
     assert listener.log().count("mqtt connected (session present=") == 2
-
 
 
 def test_with_3_1_1_a_packet_over_mqtt_max_packet_bytes_still_reaches_the_listener_without_a_reconnect(
