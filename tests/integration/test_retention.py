@@ -258,6 +258,20 @@ def test_the_owners_policies_show_the_worker_no_other_tenant(db: Db) -> None:
         assert seen.fetchall() == [(mine,)]
 
 
+def test_the_owners_policies_leave_a_tenants_query_as_it_was(db: Db) -> None:
+    """A policy for everyone would be OR-ed into each tenant's query, and `tenant_id = ... OR
+    current_user = ...` keeps the planner off the key index: a sequential scan per dashboard query."""
+    measures(db, "a", "now()")  # on TimescaleDB, a chunk to plan a scan of
+    with psycopg.connect(db.admin, autocommit=True) as conn:
+        conn.execute("SET ROLE tenant_reader")
+        conn.execute("SELECT set_config('app.tenant_id', 'a', false)")
+        plans = {table: "\n".join(str(r[0]) for r in conn.execute(f"EXPLAIN SELECT * FROM {table}".encode()))
+                 for table in ("ts_measure", "device_event")}
+    for plan in plans.values():
+        assert "tenant_id = NULLIF" in plan, plan
+        assert "CURRENT_USER" not in plan, plan
+
+
 # --- the beat task, run by a real worker --------------------------------------------------------
 
 
