@@ -14,10 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 
+from listener.__main__ import SESSION_KEY_PREFIX
 from tests.faults.services import accepts_connections, scratch_dir
 from tests.integration.protocols import PROTOCOLS, ListenerMqtt, forget_session, listener_mqtt
 from tests.support import (
+    MQTT_HOST,
+    MQTT_PORT,
     Process,
     Publisher,
     count,
@@ -50,6 +54,13 @@ def telemetry(i: int) -> dict[str, object]:
 def publish_range(pub: Publisher, topic: str, numbers: range) -> None:
     for i in numbers:
         pub.publish(topic, telemetry(i))
+
+
+def assert_session_remembered(env: dict[str, str]) -> None:
+    """The first listener's record that its client id had a session (what makes the next start expect one)."""
+    key = f"{SESSION_KEY_PREFIX}{MQTT_HOST}:{MQTT_PORT}:{env['MQTT_CLIENT_ID']}"
+    assert redis.Redis.from_url(env["CELERY_BROKER_URL"]).exists(key), (
+        f"{key} is not in Redis: did another test run flush this database index?")
 
 
 def test_a_listener_killed_while_messages_flow_resumes_its_session_and_stores_each_message_once(
@@ -95,6 +106,7 @@ def test_a_session_that_expired_while_the_listener_was_away_is_an_error_and_coun
     # Mosquitto ends the session 1 s after the disconnect. Nothing shows it from outside without
     # replacing the session (a connect with this client id would), so wait past it.
     time.sleep(3)
+    assert_session_remembered(env)
     second = start_listener({**env, "METRICS_PORT": str(ports[1])}, log_dir, name="listener-after")
     try:
         second.wait_for_log(SESSION_LOST)
@@ -114,6 +126,7 @@ def test_a_session_the_broker_discarded_while_the_listener_was_away_is_an_error_
     first = start_listener(env, log_dir, name="listener-before")
     assert first.stop() == 0
     assert forget_session(listener_mqtt.client_id, listener_mqtt.protocol)  # it was there, and now is not
+    assert_session_remembered(env)
     second = start_listener(env, log_dir, name="listener-after")
     try:
         second.wait_for_log(SESSION_LOST)
