@@ -10,6 +10,7 @@ import pytest
 from ingest_tasks.app import set_flower_defaults
 from ingest_tasks.settings import Settings
 
+pytestmark = pytest.mark.usefixtures("clean_environment")  # tests/unit/conftest.py
 FLOWER_VARIABLES = ("FLOWER_BASIC_AUTH", "FLOWER_BASIC_AUTH_FILE", "FLOWER_MAX_TASKS")
 
 

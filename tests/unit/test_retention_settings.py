@@ -4,21 +4,11 @@ variables set, as tests/unit/test_settings.py does."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ingest_tasks.settings import Settings, load_settings
 
-VARIABLES = [f.alias for f in Settings.model_fields.values() if f.alias]
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
+pytestmark = pytest.mark.usefixtures("clean_environment")  # tests/unit/conftest.py
 
 
 def test_retention_is_off_by_default() -> None:

@@ -17,19 +17,11 @@ from hypothesis import strategies as st
 
 from ingest_tasks.settings import ENCODE_HINT, SECRET_FILE_MAX_BYTES, SECRET_VARIABLES, Settings, load_settings
 
-VARIABLES = [f.alias for f in Settings.model_fields.values() if f.alias]
+pytestmark = pytest.mark.usefixtures("clean_environment")  # tests/unit/conftest.py
 FIELDS = {"MQTT_URL": "mqtt_url", "CELERY_BROKER_URL": "celery_broker_url", "DATABASE_URL": "database_url",
           "FLOWER_BASIC_AUTH": "flower_basic_auth"}
 GOOD = {"MQTT_URL": "mqtt://svc:pw%2F1@broker:1884", "CELERY_BROKER_URL": "redis://:pw%2F1@redis:6380/2",
         "DATABASE_URL": "postgresql://u:pw%2F1@db:5433/x", "FLOWER_BASIC_AUTH": "admin:pw/1"}
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
 
 
 def exit_line(capsys: pytest.CaptureFixture[str]) -> str | None:

@@ -11,16 +11,8 @@ from pydantic import ValidationError
 
 from ingest_tasks.settings import MqttAddress, Settings, describe_error, load_settings, parse_mqtt_url
 
-VARIABLES = [f.alias for f in Settings.model_fields.values() if f.alias]
+pytestmark = pytest.mark.usefixtures("clean_environment")  # tests/unit/conftest.py
 SECRET = "s3cr3t-pa55"
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
 
 
 def settings_error(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
