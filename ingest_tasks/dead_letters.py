@@ -28,15 +28,14 @@ from psycopg.rows import class_row
 from ingest_tasks.envelope import Message
 from ingest_tasks.errors import Blame
 from ingest_tasks.pipeline import Accepted, process_message
+from ingest_tasks.postgres import CONNECT_TIMEOUT_S, with_keepalives
 from ingest_tasks.store import (
-    CONNECT_TIMEOUT_S,
     CREATE_STAGE,
     WRITER_ROLE,
     Refusal,
     blame_of,
     problem_of,
     translate_errors,
-    with_keepalives,
     write_outcomes,
 )
 

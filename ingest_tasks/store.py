@@ -35,19 +35,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
-import msgspec
 import psycopg
 import psycopg.errors
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ingest_tasks.dead_letter_columns import writable
 from ingest_tasks.errors import Blame, DbRejected, StorageUnavailable, blame
 from ingest_tasks.pipeline import Accepted, Outcome, Rejected
+from ingest_tasks.postgres import CONNECT_TIMEOUT_S, with_keepalives
 
 log = logging.getLogger(__name__)
 
 WRITER_ROLE = "ingest_writer"
-CONNECT_TIMEOUT_S = 3  # worker_process_init must not block for more than 4 s
 # A chunk's statements take milliseconds; a minute is past any of them on a slow disk, and below
 # the task's soft time limit (app.py), so a hung statement ends with its own error (57014) first.
 STATEMENT_TIMEOUT_S = 60
@@ -55,16 +54,6 @@ STATEMENT_TIMEOUT_S = 60
 # committed within milliseconds) or on an operator's DDL. Past 10 s the chunk is retried with
 # backoff, freeing its pool process, instead of queueing behind the DDL (and everything behind it).
 LOCK_TIMEOUT_S = 10
-# TCP keepalives on both ends of every connection: a peer gone without a word (a crashed host, a
-# NAT or firewall dropping the flow) is noticed within 30 + 3 x 10 s, not the kernel's two hours.
-KEEPALIVE_IDLE_S = 30
-KEEPALIVE_INTERVAL_S = 10
-KEEPALIVE_COUNT = 3
-# What the columns of ingest_errors hold. tenant_id is in a btree index whose entries must fit in
-# about 2,700 bytes; no valid tenant comes near 1 KiB. A topic is at most 65,535 bytes in MQTT.
-DEAD_TENANT_MAX_BYTES = 1024
-DEAD_TOPIC_MAX_BYTES = 65_535
-DEAD_DETAIL_MAX_BYTES = 8192
 # What psycopg raises when the database, or psycopg itself before sending, refuses a statement.
 Refusal = (psycopg.Error, UnicodeEncodeError)
 MEASURE_COLUMNS = "tenant_id, device_id, point_id, ts, v_num, v_bool, v_text, unit, meta"
@@ -132,25 +121,6 @@ def sqlstate_of(exc: BaseException) -> str | None:
 
 def blame_of(exc: BaseException) -> Blame:
     return blame(sqlstate_of(exc))
-
-
-def with_keepalives(dsn: str) -> str:
-    """`dsn` with TCP keepalives for both ends of the connection, unless it sets its own.
-
-    libpq's `keepalives*` parameters set the client's socket; the server's `tcp_keepalives_*`
-    (sent as `options`) set its socket, so a backend whose client vanished lets go of its locks.
-    """
-    params = conninfo_to_dict(dsn)
-    client = {"keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE_S,
-              "keepalives_interval": KEEPALIVE_INTERVAL_S, "keepalives_count": KEEPALIVE_COUNT}
-    server = {"tcp_keepalives_idle": KEEPALIVE_IDLE_S, "tcp_keepalives_interval": KEEPALIVE_INTERVAL_S,
-              "tcp_keepalives_count": KEEPALIVE_COUNT}
-    options = str(params.get("options") or "")
-    extra = " ".join(f"-c {name}={value}" for name, value in server.items() if name not in options)
-    added: dict[str, str | int] = {k: v for k, v in client.items() if k not in params}
-    if extra:
-        added["options"] = f"{options} {extra}".strip()
-    return make_conninfo(dsn, **added)
 
 
 class Store:
@@ -350,38 +320,6 @@ def problem_of(exc: BaseException) -> str:
     if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
         return exc.diag.message_primary
     return str(exc).strip()
-
-
-def writable(dead: Rejected) -> Rejected:
-    """`dead` as ingest_errors can always store it: the text columns escaped and cut to fit, and
-    `detail` saying what was changed. The payload bytes are never touched."""
-    notes: list[str] = []
-    tenant = fitted(dead.tenant, "tenant_id", DEAD_TENANT_MAX_BYTES, notes) if dead.tenant else None
-    if dead.tenant == "":
-        notes.append("an empty tenant_id stored as none")  # '' is no tenant to row-level security
-    topic = fitted(dead.topic, "topic", DEAD_TOPIC_MAX_BYTES, notes)
-    detail = fitted(dead.detail, "detail", DEAD_DETAIL_MAX_BYTES, notes)
-    if not notes:
-        return dead
-    detail = f"{detail} [dead letter stored with changes: {'; '.join(notes)}]"
-    return msgspec.structs.replace(dead, tenant=tenant, topic=topic, detail=detail)
-
-
-def fitted(text: str, column: str, max_bytes: int, notes: list[str]) -> str:
-    """`text` that PostgreSQL stores in `column`: NUL and text that is not UTF-8 (lone surrogates)
-    written as escapes, then cut to `max_bytes` of UTF-8; what was done is added to `notes`."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\\x00")
-        notes.append(f"NUL in {column} written as \\x00")
-    try:
-        encoded = text.encode()
-    except UnicodeEncodeError:
-        encoded = text.encode(errors="backslashreplace")
-        notes.append(f"text in {column} that is not UTF-8 written as escapes")
-    if len(encoded) > max_bytes:
-        notes.append(f"{column} cut from {len(encoded)} to {max_bytes} bytes")
-        encoded = encoded[:max_bytes]
-    return encoded.decode(errors="ignore")  # a character cut in two is dropped
 
 
 T = TypeVar("T", Accepted, Rejected)

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ingest_tasks.store import with_keepalives
+from ingest_tasks.postgres import with_keepalives
 
 log = logging.getLogger(__name__)
 

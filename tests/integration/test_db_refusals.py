@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from ingest_tasks.dead_letter_columns import DEAD_TENANT_MAX_BYTES, DEAD_TOPIC_MAX_BYTES
 from ingest_tasks.errors import StorageUnavailable
 from ingest_tasks.pipeline import Accepted, Outcome, Rejected
-from ingest_tasks.store import DEAD_TENANT_MAX_BYTES, DEAD_TOPIC_MAX_BYTES, Store
+from ingest_tasks.store import Store
 from tests.support import count, execute, fresh_database, query, unique
 
 pytestmark = pytest.mark.integration

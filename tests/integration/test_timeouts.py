@@ -20,15 +20,9 @@ import redis
 from ingest_tasks import dead_letters
 from ingest_tasks.app import TASK_SOFT_TIME_LIMIT_S, TASK_TIME_LIMIT_S, create_app, redis_socket_options
 from ingest_tasks.envelope import QUEUE, TASK_NAME
+from ingest_tasks.postgres import KEEPALIVE_COUNT, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S
 from ingest_tasks.settings import Settings
-from ingest_tasks.store import (
-    KEEPALIVE_COUNT,
-    KEEPALIVE_IDLE_S,
-    KEEPALIVE_INTERVAL_S,
-    LOCK_TIMEOUT_S,
-    STATEMENT_TIMEOUT_S,
-    Store,
-)
+from ingest_tasks.store import LOCK_TIMEOUT_S, STATEMENT_TIMEOUT_S, Store
 from migrations.runner import Migration, apply_pending
 from tests.conftest import fresh_redis_db
 from tests.support import (
