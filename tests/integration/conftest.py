@@ -9,10 +9,38 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import fresh_redis_db
+from tests.conftest import BACKENDS, fresh_redis_db
 from tests.support import REDIS_HOST, Process, service_env, start_listener, start_worker, unique
 
 pytestmark = pytest.mark.integration
+
+# The modules whose database tests run on both backends (each test that uses `database_url`,
+# `pipeline` or `backend` there runs once per backend; the others once).
+BOTH_BACKENDS = frozenset({
+    "test_dlq", "test_end_to_end", "test_hostile_neighbours", "test_many_tenants", "test_metrics",
+    "test_redelivery", "test_store",
+})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if module in BOTH_BACKENDS and "backend" in metafunc.fixturenames:
+        # Module scope: each backend's database and pipeline are made once per module.
+        metafunc.parametrize("backend", BACKENDS, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend of this module's tests: plain PostgreSQL unless parametrized above."""
+    return str(getattr(request, "param", "postgres"))
+
+
+@pytest.fixture(scope="module")
+def database_url(backend: str, database_url: str, request: pytest.FixtureRequest) -> str:
+    """The session's migrated database on this module's backend."""
+    if backend == "timescaledb":
+        return str(request.getfixturevalue("timescaledb_url"))
+    return database_url
 
 
 @dataclass

@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from ingest_tasks.dead_letters import purge_dead_letters
-from tests.support import ROOT, count, execute, fresh_database, query, unique
+from tests.conftest import fresh_backend_database
+from tests.support import ROOT, count, execute, query, unique
 
 pytestmark = pytest.mark.integration
 
@@ -25,15 +26,15 @@ TS = "2025-10-07T15:30:00Z"
 
 
 @pytest.fixture(scope="module")
-def db() -> Iterator[str]:
-    with fresh_database("traksense_dlq_") as url:
+def db(backend: str) -> Iterator[str]:
+    with fresh_backend_database(backend, "traksense_dlq_") as url:
         yield url
 
 
 @pytest.fixture
-def empty_db() -> Iterator[str]:
+def empty_db(backend: str) -> Iterator[str]:
     """A database whose DLQ holds only what the test puts there, for purges of every tenant."""
-    with fresh_database("traksense_dlq_") as url:
+    with fresh_backend_database(backend, "traksense_dlq_") as url:
         yield url
 
 
