@@ -17,11 +17,32 @@ import pytest
 import redis
 
 from ingest_tasks.ledger import SENT
+from tests.conftest import BACKENDS, fresh_backend_database
 from tests.faults.load import Load, LoadPlan, stored_counts
 from tests.faults.services import OwnedMosquitto, OwnedPostgres, OwnedRedis
-from tests.support import Process, fresh_database, service_env, start_listener, start_worker, unique
+from tests.support import Process, service_env, start_listener, start_worker, unique
+from tests.timescale.cluster import admin_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+# The scenarios whose outcome depends on the database run on both backends; the others (broker,
+# Redis, listener faults) on plain PostgreSQL only, which keeps the suite's time in bounds.
+BOTH_BACKENDS = frozenset({"test_postgres_outage_dlq", "test_postgres_restart", "test_worker_crash"})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if module in BOTH_BACKENDS and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend of this scenario: plain PostgreSQL unless parametrized above."""
+    name = str(getattr(request, "param", "postgres"))
+    if name == "timescaledb":
+        admin_url()  # builds and installs TimescaleDB when missing; fails with the script's line
+    return name
 
 QUEUE = "ingest"
 
@@ -125,17 +146,18 @@ def redis_server(log_dir: Path) -> Iterator[OwnedRedis]:
 
 
 @pytest.fixture
-def owned_postgres() -> Iterator[OwnedPostgres]:
-    cluster = OwnedPostgres()
+def owned_postgres(backend: str) -> Iterator[OwnedPostgres]:
+    cluster = OwnedPostgres(timescaledb=backend == "timescaledb")
     cluster.start()
     yield cluster
     cluster.close()
 
 
 @pytest.fixture
-def shared_database() -> Iterator[str]:
-    """A fresh database on the shared PostgreSQL, for tests that never stop PostgreSQL."""
-    with fresh_database("traksense_faults_") as url:
+def shared_database(backend: str) -> Iterator[str]:
+    """A fresh database on the shared PostgreSQL (or the TimescaleDB test cluster), for tests that
+    never stop PostgreSQL."""
+    with fresh_backend_database(backend, "traksense_faults_") as url:
         yield url
 
 

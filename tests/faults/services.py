@@ -21,6 +21,7 @@ import redis
 
 from migrations.runner import apply_pending
 from tests.support import ROOT, Process, wait_until
+from tests.timescale.cluster import hypertables
 
 MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "local.conf"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -146,7 +147,8 @@ def as_postgres(*argv: str) -> None:
 class OwnedPostgres:
     """A PostgreSQL 15 cluster of the test's own (trust auth), that it may stop for as long as it likes."""
 
-    def __init__(self) -> None:
+    def __init__(self, timescaledb: bool = False) -> None:
+        self.timescaledb = timescaledb
         self.port = server_port()
         self.dir = scratch_dir("faults-pg-", owner="postgres")
         self.data = self.dir / "data"
@@ -160,6 +162,8 @@ class OwnedPostgres:
     def start(self) -> None:
         options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50")
+        if self.timescaledb:  # as the shipped TimescaleDB image runs it; the migrations then make hypertables
+            options += " -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off"
         as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "postgres.log"),
                     "-o", options, "-w", "-t", "30", "start")
         self.running = True
@@ -172,6 +176,8 @@ class OwnedPostgres:
     def migrated_database(self, name: str) -> str:
         url = self.url(name)
         apply_pending(url)
+        if self.timescaledb:
+            assert "ts_measure" in hypertables(url), f"ts_measure is not a hypertable on :{self.port}"
         return url
 
     def close(self) -> None:
