@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import cast
 
-from ingest_tasks.dead_letters import session
+from ingest_tasks.dlq.queries import session
 
 log = logging.getLogger(__name__)
 

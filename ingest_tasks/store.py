@@ -1,4 +1,4 @@
-"""The SQL of storing chunks (the DLQ tooling's is in dead_letters.py).
+"""The SQL of storing chunks (the DLQ tooling's is in dlq/queries.py).
 
 Writes a chunk's outcomes in one transaction: measurements by binary COPY into a temporary
 staging table then `INSERT ... SELECT` per tenant (PostgreSQL refuses COPY into a table with

@@ -29,7 +29,7 @@ from ingest_tasks.app import (
     create_app,
     redis_socket_options,
 )
-from ingest_tasks.dead_letters import purge_dead_letters
+from ingest_tasks.dlq.queries import purge_dead_letters
 from ingest_tasks.envelope import QUEUE, TASK_NAME, Chunk, args_summary, from_wire
 from ingest_tasks.errors import PermanentError, RetriesExhausted, TaskTimedOut, TransientError
 from ingest_tasks.gc_tuning import tune_gc

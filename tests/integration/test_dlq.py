@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from ingest_tasks.dead_letters import purge_dead_letters
+from ingest_tasks.dlq.queries import purge_dead_letters
 from tests.conftest import fresh_backend_database
 from tests.support import ROOT, count, execute, query, unique
 

@@ -23,7 +23,7 @@ import pytest
 import redis
 from psycopg import errors, sql
 
-from ingest_tasks.dead_letters import purge_dead_letters
+from ingest_tasks.dlq.queries import purge_dead_letters
 from migrations.runner import apply_pending, discover
 from tests.conftest import fresh_redis_db
 from tests.support import (

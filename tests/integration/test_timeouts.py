@@ -17,8 +17,8 @@ import psycopg
 import pytest
 import redis
 
-from ingest_tasks import dead_letters
 from ingest_tasks.app import TASK_SOFT_TIME_LIMIT_S, TASK_TIME_LIMIT_S, create_app, redis_socket_options
+from ingest_tasks.dlq import queries as dead_letters
 from ingest_tasks.envelope import QUEUE, TASK_NAME
 from ingest_tasks.postgres import KEEPALIVE_COUNT, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S
 from ingest_tasks.settings import Settings

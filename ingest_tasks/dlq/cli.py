@@ -1,7 +1,7 @@
 """The DLQ tooling: `python -m ingest_tasks.dlq list | show ID | replay | purge`.
 
 Owns the command line and what people read: the table, the JSON lines, the text and hex views of
-a payload, progress lines. Refuses to hold SQL (`dead_letters` does) or to decide validity (replay
+a payload, progress lines. Refuses to hold SQL (`queries` does) or to decide validity (replay
 runs the pipeline). Exit codes: 0 done, 1 not found or a failure, 2 a usage or settings error.
 """
 
@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC
 
-from ingest_tasks import dead_letters
-from ingest_tasks.dead_letters import Conn, DeadLetter, Filter, ReplayCounts
+from ingest_tasks.dlq import queries
+from ingest_tasks.dlq.queries import Conn, DeadLetter, Filter, ReplayCounts
 from ingest_tasks.errors import REASONS, TransientError
 from ingest_tasks.logs import configure_logging
 from ingest_tasks.settings import Settings, load_settings
@@ -93,7 +93,7 @@ def run_list(conn: Conn, args: argparse.Namespace, _: Settings) -> int:
     if not args.json:
         print(TABLE.format(id="id", time="time (UTC)", tenant="tenant", reason="reason", topic="topic",
                            size="bytes", detail="detail"))
-    for d in dead_letters.iter_dead_letters(conn, to_filter(args), args.limit):
+    for d in queries.iter_dead_letters(conn, to_filter(args), args.limit):
         print(json_line(d) if args.json else table_row(d))
         shown += 1
     if not args.json:
@@ -102,7 +102,7 @@ def run_list(conn: Conn, args: argparse.Namespace, _: Settings) -> int:
 
 
 def run_show(conn: Conn, args: argparse.Namespace, _: Settings) -> int:
-    found = dead_letters.fetch_dead_letter(conn, args.id)
+    found = queries.fetch_dead_letter(conn, args.id)
     if found is None:
         print(f"dlq: no dead letter with id {args.id}", file=sys.stderr)
         return 1
@@ -116,7 +116,7 @@ def run_replay(conn: Conn, args: argparse.Namespace, settings: Settings) -> int:
         if total > args.batch:
             print(f"replayed {counts.done}/{total}: {summary(counts)}", file=sys.stderr)
 
-    counts = dead_letters.replay_dead_letters(
+    counts = queries.replay_dead_letters(
         conn, to_filter(args), settings.max_payload_bytes, args.batch, progress
     )
     print(f"replay: selected={counts.done} {summary(counts)}")
@@ -135,7 +135,7 @@ def run_purge(conn: Conn, args: argparse.Namespace, _: Settings) -> int:
         if total > args.batch:
             print(f"purged {removed}/{total}", file=sys.stderr)
 
-    removed = dead_letters.purge(conn, to_filter(args), args.batch, progress)
+    removed = queries.purge(conn, to_filter(args), args.batch, progress)
     print(f"purge: removed={removed}")
     return 0
 
@@ -186,10 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="one dead letter, with its payload as text and hex")
     show.add_argument("id", metavar="ID", type=positive_int)
     replay = commands.add_parser("replay", parents=[filters], help="store again what now validates")
-    replay.add_argument("--batch", metavar="N", type=positive_int, default=dead_letters.REPLAY_BATCH)
+    replay.add_argument("--batch", metavar="N", type=positive_int, default=queries.REPLAY_BATCH)
     purge = commands.add_parser("purge", parents=[filters], help="delete dead letters (a filter or --all)")
     purge.add_argument("--all", action="store_true", help="allow a purge without any filter")
-    purge.add_argument("--batch", metavar="N", type=positive_int, default=dead_letters.PURGE_BATCH)
+    purge.add_argument("--batch", metavar="N", type=positive_int, default=queries.PURGE_BATCH)
     return parser
 
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     try:
-        with dead_letters.session(settings.database_url) as conn:
+        with queries.session(settings.database_url) as conn:
             return COMMANDS[args.command](conn, args, settings)
     except TransientError as exc:
         print(f"dlq: database unavailable: {' '.join(str(exc).split())}", file=sys.stderr)
@@ -213,8 +213,3 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `list | head`: the reader has gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-
-
-if __name__ == "__main__":
-    sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
-    raise SystemExit(main())

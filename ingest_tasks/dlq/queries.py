@@ -7,7 +7,7 @@ as the writer role, through the same `write_outcomes` as the workers, so RLS che
 exactly as it checks a chunk's; it leaves the DLQ in the transaction that stores it, so it is
 never lost and never stored twice. The retention purge runs in a worker, as the writer, through
 the `ingest_purge_dead_letters` function, so a worker never reads another tenant's dead letters.
-Refuses to format anything for people: that is the CLI's job (`ingest_tasks.dlq`).
+Refuses to format anything for people: that is the CLI's job (`ingest_tasks.dlq.cli`).
 """
 
 from __future__ import annotations
