@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import redis
 
-from bench import designs, plot, report, runner, workload
+from bench import database, designs, plot, report, runner, workload
 from bench.config import BenchConfig, parse_config
 from bench.progress import Stalled
 from bench.services import start_mosquitto
@@ -31,12 +31,26 @@ def claim_redis_index(run_id: str) -> int:
     raise RuntimeError("no empty Redis database index (1-15) to run in")
 
 
+def runs(config: BenchConfig) -> list[tuple[str, str, str]]:
+    """(result key, design, backend) in run order; the ceiling writes nothing and runs once."""
+    out = []
+    for backend in config.backends:
+        for name in config.designs:
+            if name == "ceiling" and backend != config.backends[0]:
+                continue
+            key = name if len(config.backends) == 1 or name == "ceiling" else f"{name}@{backend}"
+            out.append((key, name, backend))
+    return out
+
+
 def run_design(
-    name: str, config: BenchConfig, *, run_id: str, log_dir: Path, redis_url: str, redis_pid: int
+    key: str, name: str, backend: str, config: BenchConfig, *, run_id: str, log_dir: Path, redis_url: str,
+    redis_pid: int,
 ) -> dict[str, Any]:
     messages = config.naive_messages if name == "naive" else config.messages
     expected = workload.expected(messages, config.points, config.invalid)
-    mosquitto, port = start_mosquitto(log_dir, f"{name}-mosquitto")
+    admin = database.admin_url(backend) if name != "ceiling" else ""
+    mosquitto, port = start_mosquitto(log_dir, f"{key.replace('@', '-')}-mosquitto")
     ctx = designs.RunContext(
         run_id,
         log_dir,
@@ -48,12 +62,14 @@ def run_design(
         config.batch_size,
         config.batch_ms,
         config.keep,
+        backend,
+        admin,
     )
     design: designs.Design | None = None
     try:
         design = designs.DESIGN_CLASSES[name](ctx, expected)
         print(
-            f"{name}: {messages:,} messages -> {design.target():,} {design.unit} expected ({config.mode})",
+            f"{key}: {messages:,} messages -> {design.target():,} {design.unit} expected ({config.mode})",
             flush=True,
         )
         outcome = runner.run(
@@ -65,7 +81,10 @@ def run_design(
             mosquitto_pid=mosquitto.pid,
             redis_pid=redis_pid,
         )
-        return report.figures(outcome, expected, config.points)
+        figures = report.figures(outcome, expected, config.points)
+        if isinstance(design, designs.DatabaseDesign):
+            figures["backend"] = {"name": backend, **design.probe.server()}
+        return figures
     finally:
         if design is not None:
             design.close()
@@ -87,14 +106,15 @@ def run_all(config: BenchConfig, argv: list[str]) -> int:
     results: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
     try:
-        for name in config.designs:
+        for key, name, backend in runs(config):
             try:
-                results[name] = run_design(
-                    name, config, run_id=run_id, log_dir=log_dir, redis_url=redis_url, redis_pid=redis_pid
+                results[key] = run_design(
+                    key, name, backend, config, run_id=run_id, log_dir=log_dir, redis_url=redis_url,
+                    redis_pid=redis_pid,
                 )
             except (Stalled, RuntimeError, OSError) as exc:
-                errors[name] = str(exc)
-                print(f"{name}: FAILED: {exc}", flush=True)
+                errors[key] = str(exc)
+                print(f"{key}: FAILED: {exc}", flush=True)
     finally:
         redis.Redis.from_url(redis_url).flushdb()
     doc = report.document(config, argv, stamp, results, errors)

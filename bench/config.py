@@ -8,6 +8,7 @@ from typing import Literal
 
 Mode = Literal["live", "backlog"]
 DESIGNS = ("ours", "ceiling", "naive")
+BACKENDS = ("postgres", "timescaledb")
 
 DEFAULT_MESSAGES = 200_000
 DEFAULT_NAIVE_MESSAGES = 20_000  # one task per message is ~100x slower: a smaller run, same rates
@@ -31,6 +32,7 @@ class BenchConfig:
     concurrency: int
     mode: Mode
     designs: tuple[str, ...]
+    backends: tuple[str, ...]
     listeners: int
     worker_nodes: int
     naive_messages: int
@@ -67,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--designs", default="ours,ceiling,naive", help="comma separated, from " + ",".join(DESIGNS)
     )
     p.add_argument(
+        "--backends",
+        default="postgres",
+        help="comma separated, from " + ",".join(BACKENDS) + "; each design that writes runs on each "
+        "(timescaledb: the cluster of scripts/timescaledb.sh, or BENCH_TIMESCALEDB_ADMIN_URL)",
+    )
+    p.add_argument(
         "--listeners", type=int, choices=(1, 2), default=1, help="listeners (2: MQTT_SHARED_GROUP)"
     )
     p.add_argument("--worker-nodes", type=int, choices=(1, 2), default=1, help="celery worker nodes")
@@ -92,6 +100,9 @@ def parse_config(argv: list[str] | None = None) -> BenchConfig:
     unknown = [d for d in designs if d not in DESIGNS]
     if unknown or not designs:
         parser.error(f"--designs: unknown {unknown}; choose from {','.join(DESIGNS)}")
+    backends = tuple(dict.fromkeys(b.strip() for b in a.backends.split(",") if b.strip()))
+    if not backends or any(b not in BACKENDS for b in backends):
+        parser.error(f"--backends: choose from {','.join(BACKENDS)}")
     if not 0 <= a.invalid < 1 or min(a.messages, a.points, a.devices, a.tenants, a.publishers) < 1:
         parser.error("--invalid must be in [0, 1); counts must be >= 1")
     config = BenchConfig(
@@ -108,6 +119,7 @@ def parse_config(argv: list[str] | None = None) -> BenchConfig:
         concurrency=a.concurrency,
         mode=a.mode,
         designs=designs,
+        backends=backends,
         listeners=a.listeners,
         worker_nodes=a.worker_nodes,
         naive_messages=min(a.naive_messages, a.messages),

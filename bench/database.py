@@ -1,12 +1,18 @@
 """The benchmark's own databases: created by the project's migrations, counted, measured, dropped.
 
-Reads as the operator (a superuser, whom row-level security does not filter).
+Reads as the operator (a superuser, whom row-level security does not filter). A backend is a
+PostgreSQL server: `postgres` the machine's (BENCH_PG_ADMIN_URL), `timescaledb` the cluster of
+scripts/timescaledb.sh, which preloads TimescaleDB (or BENCH_TIMESCALEDB_ADMIN_URL). Both run
+with the same durability: every bench database commits with `synchronous_commit = on`, though
+the TimescaleDB test cluster's own default is off.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
@@ -16,6 +22,7 @@ from bench.workload import FIRST_POINT
 from migrations.runner import apply_pending
 
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TIMESCALEDB_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "timescaledb.sh"
 PERCENTILES = (0.5, 0.95, 0.99)
 
 LATENCY_SQL = """
@@ -40,18 +47,35 @@ FROM agg FULL JOIN d ON agg.s = d.s ORDER BY 1
 """
 
 
-def url_for(name: str) -> str:
-    return urlsplit(PG_ADMIN)._replace(path=f"/{name}").geturl()
+def admin_url(backend: str) -> str:
+    """A superuser URL of `backend`'s server; starts the TimescaleDB cluster when needed."""
+    if backend == "postgres":
+        return PG_ADMIN
+    if backend != "timescaledb":
+        raise ValueError(f"unknown backend {backend!r}")
+    if url := os.environ.get("BENCH_TIMESCALEDB_ADMIN_URL"):
+        return url
+    done = subprocess.run([str(TIMESCALEDB_SCRIPT), "start"], capture_output=True, text=True, check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"no TimescaleDB server: {done.stderr.strip() or done.stdout.strip()}")
+    return lines[-1]
 
 
-def create(name: str) -> str:
-    url = url_for(name)
+def url_for(name: str, admin: str) -> str:
+    return urlsplit(admin)._replace(path=f"/{name}").geturl()
+
+
+def create(name: str, admin: str) -> str:
+    url = url_for(name, admin)
     apply_pending(url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = on").format(sql.Identifier(name)))
     return url
 
 
-def drop(name: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+def drop(name: str, admin: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
@@ -115,6 +139,15 @@ class Probe:
     def timeline(self) -> list[Second]:
         rows = self.conn.execute(TIMELINE_SQL, (FIRST_POINT, list(PERCENTILES))).fetchall()
         return [Second(float(s), int(n), *(p or (None, None, None))) for s, n, p in rows]
+
+    def server(self) -> dict[str, str | None]:
+        """The server's version, and TimescaleDB's if the run's database has the extension."""
+        row = self.conn.execute(
+            "SELECT current_setting('server_version'),"
+            " (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')"
+        ).fetchone()
+        assert row is not None
+        return {"postgresql": str(row[0]), "timescaledb": None if row[1] is None else str(row[1])}
 
     def backends(self, database: str) -> list[int]:
         rows = self.conn.execute(

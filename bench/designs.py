@@ -36,6 +36,8 @@ class RunContext:
     batch_size: int | None
     batch_ms: int | None
     keep: bool
+    backend: str
+    pg_admin_url: str
 
 
 class Design(ABC):
@@ -74,7 +76,7 @@ class DatabaseDesign(Design):
     def __init__(self, ctx: RunContext, expected: Expected) -> None:
         super().__init__(ctx, expected)
         self.db_name = f"bench_{ctx.run_id}_{self.name}"
-        self.db_url = database.create(self.db_name)
+        self.db_url = database.create(self.db_name, ctx.pg_admin_url)
         self.probe = database.Probe(self.db_url)
         self.workers: list[Service] = []
         self.listeners: list[Service] = []
@@ -143,7 +145,7 @@ class DatabaseDesign(Design):
             worker.stop()
         self.probe.close()
         if not self.ctx.keep:
-            database.drop(self.db_name)
+            database.drop(self.db_name, self.ctx.pg_admin_url)
 
     def base_env(self) -> dict[str, str]:
         return {

@@ -26,6 +26,7 @@ DEFINITIONS = {
     "ingested_at is its transaction's start time. In backlog mode it includes the time queued.",
     "cpu_s": "CPU seconds (user + system) spent inside the measured window; postgres-backend is the "
     "run database's connections, postgres-background the server's shared processes",
+    "us_per_point": "cpu_s / ts_measure rows stored (ceiling: messages x points)",
     "peak_rss_mb": "VmHWM: the highest resident set since the process started",
 }
 
@@ -58,7 +59,7 @@ def figures(outcome: Outcome, expected: Expected, points: int) -> dict[str, Any]
         ),
         "publish": publish_figures(outcome),
         "latency": asdict(outcome.latency) if outcome.latency else None,
-        "cpu": cpu_figures(outcome, expected.messages),
+        "cpu": cpu_figures(outcome, expected.messages, stored_points),
         "processes": [asdict(u) for u in sorted(outcome.usage, key=lambda u: u.role)],
         "timeline": timeline(outcome),
     }
@@ -86,7 +87,7 @@ def publish_figures(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def cpu_figures(outcome: Outcome, messages: int) -> dict[str, Any]:
+def cpu_figures(outcome: Outcome, messages: int, points: int) -> dict[str, Any]:
     groups: dict[str, float] = defaultdict(float)
     peaks: dict[str, float] = defaultdict(float)
     for u in outcome.usage:
@@ -98,6 +99,7 @@ def cpu_figures(outcome: Outcome, messages: int) -> dict[str, Any]:
         g: {
             "cpu_s": round(s, 2),
             "us_per_message": round(s / messages * 1e6, 1),
+            "us_per_point": round(s / max(points, 1) * 1e6, 2),
             "max_peak_rss_mb": round(peaks[g], 1),
         }
         for g, s in sorted(groups.items())
@@ -127,11 +129,15 @@ def timeline(outcome: Outcome) -> list[dict[str, Any]]:
 
 
 def ratios(designs: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """ours/ceiling and ours/naive, per backend when there are several ("ours@timescaledb")."""
     out = {}
-    ours = designs.get("ours")
-    for other in ("ceiling", "naive"):
-        if ours and other in designs and designs[other]["messages_per_s"]:
-            out[f"ours/{other}"] = round(ours["messages_per_s"] / designs[other]["messages_per_s"], 3)
+    for key, ours in designs.items():
+        if key.split("@")[0] != "ours":
+            continue
+        suffix = key[len("ours"):]
+        for other in ("ceiling", f"naive{suffix}"):
+            if other in designs and designs[other]["messages_per_s"]:
+                out[f"{key}/{other}"] = round(ours["messages_per_s"] / designs[other]["messages_per_s"], 3)
     return out
 
 
@@ -173,13 +179,13 @@ def fmt(value: float | None, scale: float = 1.0, digits: int = 0) -> str:
 def summary(doc: dict[str, Any]) -> str:
     """The human-readable table printed at the end of a run."""
     lines = [
-        f"{'design':<9} {'exact':>5} {'msgs/s':>9} {'points/s':>10} {'db rows/s':>10} "
+        f"{'design':<17} {'exact':>5} {'msgs/s':>9} {'points/s':>10} {'db rows/s':>10} "
         f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}"
     ]
     for name, d in doc["designs"].items():
         lat = d["latency"] or {}
         lines.append(
-            f"{name:<9} {d['exact']!s:>5} {fmt(d['messages_per_s']):>9} "
+            f"{name:<17} {d['exact']!s:>5} {fmt(d['messages_per_s']):>9} "
             f"{fmt(d['points_per_s']):>10} "
             f"{fmt(d['db_rows_per_s']):>10} {fmt(lat.get('p50_s'), 1000):>8} "
             f"{fmt(lat.get('p95_s'), 1000):>8} {fmt(lat.get('p99_s'), 1000):>8} "
@@ -187,7 +193,8 @@ def summary(doc: dict[str, Any]) -> str:
         )
     for name, d in doc["designs"].items():
         cpu = ", ".join(
-            f"{g} {c['cpu_s']:.1f}s ({c['us_per_message']:.0f} us/msg, peak {fmt(c['max_peak_rss_mb'])} MB)"
+            f"{g} {c['cpu_s']:.1f}s ({c['us_per_message']:.0f} us/msg, {c['us_per_point']:.1f} us/point, "
+            f"peak {fmt(c['max_peak_rss_mb'])} MB)"
             for g, c in d["cpu"].items()
         )
         lines.append(f"{name} CPU: {cpu}")
