@@ -3,20 +3,20 @@
 Owns connecting (TLS, credentials, reconnect with backoff), subscribing (optionally as a shared
 subscription) and handing each received message to a callback with what is needed to acknowledge
 it later. Refuses to acknowledge anything by itself: PUBACK goes out only when the caller says the
-message is safe.
+message is safe. The bytes are read and cut into packets by our codec (`listener.mqtt_codec`);
+paho keeps connecting, subscribing and keep-alive, through the hooks of `listener.paho_internals`.
 
 Why these options: MQTT v5 with `clean_start=False` and a session-expiry interval (or MQTT 3.1.1
 with `clean_session=False`) keeps the session (and the QoS 1 messages queued for it) across
 restarts; paho's default `MQTT_CLEAN_START_FIRST_ONLY` would throw it away at every process
-start. A connect that finds no session where one was expected, and a DISCONNECT the broker sends,
-are errors with a metric each (`listener.session_alarm`). In MQTT 5, `Receive Maximum` caps
-how many unacknowledged messages the broker sends us, which bounds the listener's memory while
-it waits for Redis, and `Maximum Packet Size` caps the size of one packet: the framing here
-refuses a larger one rather than buffer it. A broker does not always keep to Receive Maximum
-(Mosquitto 2.0.11 stops doing so once PUBACKs flow, and QoS 0 messages have no such cap), so the
-caller can also hold reads: the socket is then left unread and TCP makes the broker wait.
-MQTT 3.1.1 has neither property: the broker's own limits apply, and the read hold alone keeps the
-listener's memory bounded.
+start. What a connect without the expected session, or the broker's DISCONNECT, means is
+`listener.session`'s to say. In MQTT 5, `Receive Maximum` caps how many unacknowledged messages
+the broker sends us, which bounds the listener's memory while it waits for Redis, and `Maximum
+Packet Size` caps the size of one packet: the framing refuses a larger one rather than buffer it.
+A broker does not always keep to Receive Maximum (Mosquitto 2.0.11 stops doing so once PUBACKs
+flow, and QoS 0 messages have no such cap), so the caller can also hold reads: the socket is then
+left unread and TCP makes the broker wait. MQTT 3.1.1 has neither property: the broker's own
+limits apply, and the read hold alone keeps the listener's memory bounded.
 """
 
 from __future__ import annotations
@@ -24,18 +24,14 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import struct
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal
 
 import msgspec
 import paho.mqtt.client as mqtt
-from paho.mqtt.client import PUBACK, time_func
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -44,111 +40,67 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ingest_tasks import metrics
 from ingest_tasks.settings import MQTT_PACKET_LIMIT, MqttAddress, SettingProblem, parse_mqtt_url, read_secret_file
 from listener.keepalive import enable_keepalive
-from listener.session_alarm import SESSION_LOST_HINT, SessionWatch, Verdict, disconnect_hint, disconnect_reason_name
+from listener.mqtt_codec import PUBACK, MalformedMqtt, PacketFramer, PublishHandler, encode_pubacks
+from listener.paho_internals import HookedClient
+from listener.session import SessionAlarm, SessionMemory
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BatchReadingClient", "Delivery", "PublishHandler", "Subscriber", "SubscriberConfig"]
 
 KEEPALIVE_S = 30
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 RECEIVE_MAXIMUM_LIMIT = 65_535
-_PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, packet id: MQTT 3.1.1 and 5
-
-
 READ_SIZE = 65_536  # bytes read from the broker's socket at a time
 READ_HOLD_POLL_S = 0.05  # while reads are held, how often paho's loop still writes and keeps alive
-MAX_LENGTH_BYTES = 4  # MQTT's "remaining length" is a varint of at most four bytes
-PUBLISH_TYPE = 0x30
-
-PublishHandler = Callable[[bytes, bytes, int, int], None]  # topic, payload, packet id, qos
 
 
-class MalformedMqtt(ValueError):
-    """Bytes from the broker that are not MQTT: the connection is dropped and made again."""
+def _enable_keepalive(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+    if isinstance(sock, socket.socket):  # an SSLSocket too: the option applies to the TCP socket under it
+        enable_keepalive(sock)
 
 
-def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int] | None:
-    """An MQTT variable byte integer at `pos`: (value, position after it), or None if cut off at `end`."""
-    value, shift = 0, 0
-    for i in range(pos, min(end, pos + MAX_LENGTH_BYTES)):
-        byte = buf[i]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, i + 1
-        shift += 7
-    if end - pos >= MAX_LENGTH_BYTES:
-        raise MalformedMqtt("variable byte integer longer than four bytes")
-    return None
+def _unset_handler(topic: bytes, payload: bytes, mid: int, qos: int) -> None:
+    raise RuntimeError("BatchReadingClient.on_publish_packet is not set")
 
 
-def decode_publish(command: int, buf: bytes, pos: int, end: int, v5: bool) -> tuple[bytes, bytes, int, int]:
-    """Topic, payload, packet id and QoS of the PUBLISH packet whose variable header starts at `pos`.
-
-    The same reading as paho's `_packet.decode_publish`, without building the objects the
-    listener never looks at (MQTTMessage, its Condition, a Properties table). The properties are
-    skipped: the listener never allows topic aliases, the only one that would change the topic.
-    """
-    qos = (command >> 1) & 3
-    if qos == 3:
-        raise MalformedMqtt("PUBLISH with QoS 3")
-    if pos + 2 > end:
-        raise MalformedMqtt("PUBLISH shorter than its topic length")
-    at = topic_end = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
-    mid = 0
-    if qos:
-        if at + 2 > end:
-            raise MalformedMqtt("PUBLISH cut off before its packet id")
-        mid = (buf[at] << 8) | buf[at + 1]
-        at += 2
-    if v5:
-        props = _varint(buf, at, end)
-        if props is None:
-            raise MalformedMqtt("PUBLISH cut off in its properties")
-        at = props[1] + props[0]
-    if at > end:
-        raise MalformedMqtt("PUBLISH shorter than its header")
-    return buf[pos + 2:topic_end], buf[at:end], mid, qos
-
-
-class BatchReadingClient(mqtt.Client):
+class BatchReadingClient(HookedClient):
     """paho's Client, reading the socket 64 KiB at a time and handling every packet it holds.
 
-    paho reads each packet with three or more recv calls, handles one packet per select(), and
-    builds an MQTTMessage (with a threading.Condition) and a Properties table for every PUBLISH:
-    at thousands of messages a second that is most of the listener's CPU. Here each wake-up reads
-    what the socket has and frames the packets itself; QoS 0 and 1 PUBLISH packets go straight to
-    `on_publish_packet`, every other packet to paho's own handler, so connecting, subscribing,
-    keep-alive, QoS 2 and acknowledgements stay paho's. (paho is pinned: this relies on its
-    `_packet_read`, `_packet_handle`, `_in_packet`, `_sock_recv` and `_msgtime_mutex`.)
+    Each wake-up reads what the socket has and frames the packets with `PacketFramer`: PUBLISH
+    packets go straight to `on_publish_packet` (topic, payload, packet id, QoS), every other
+    packet to paho's own handler. Acknowledging is the caller's: `manual_ack=True` is required.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The start of a packet whose end has not arrived yet, in pieces: joined once it is all
-        # there (`_pending_need` bytes, when known), so a large packet is not copied at every read.
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self._pending_need = 0
-        self.on_publish_packet: PublishHandler | None = None
+        if not kwargs.get("manual_ack"):
+            raise ValueError("BatchReadingClient needs manual_ack=True: it never acknowledges by itself")
+        self.framer = PacketFramer(kwargs.get("protocol", mqtt.MQTTv311) == mqtt.MQTTv5, MQTT_PACKET_LIMIT)
+        self.on_publish_packet: PublishHandler = _unset_handler
         # Asked before every read: True leaves the socket unread (see the module's doc).
         self.hold_reads: Callable[[], bool] = lambda: False
         self.reads_resumed = threading.Event()  # set to end a hold's wait early
-        # The Maximum Packet Size announced in CONNECT: a larger packet is a protocol error, so
-        # a broker's bug cannot make this client buffer up to MQTT's 256 MiB for one packet.
-        self.max_packet_bytes = MQTT_PACKET_LIMIT
         self.refresh_login: Callable[[], None] = lambda: None  # called before every (re)connect
+        self.on_socket_open = _enable_keepalive
+
+    @property
+    def max_packet_bytes(self) -> int:
+        """The Maximum Packet Size announced in CONNECT: a larger packet is a protocol error."""
+        return self.framer.max_packet_bytes
+
+    @max_packet_bytes.setter
+    def max_packet_bytes(self, value: int) -> None:
+        self.framer.max_packet_bytes = value
 
     def puback_all(self, mids: Sequence[int]) -> None:
-        """PUBACK these QoS 1 messages in one write: the bytes paho's `ack` sends, one packet each.
-
-        paho's `ack` queues a packet per message and wakes its network thread for each; for the
-        messages of a chunk that is many times the CPU of this.
-        """
+        """PUBACK these QoS 1 messages in one write: the bytes paho's `ack` sends, one packet each."""
         if mids:
-            self._packet_queue(PUBACK, b"".join(map(_PUBACK.pack, repeat(PUBACK), repeat(2), mids)), 0, 0)
+            self.send_raw(PUBACK, encode_pubacks(mids))
 
     def reconnect(self) -> MQTTErrorCode:
-        self._pending, self._pending_size, self._pending_need = [], 0, 0  # the old connection's bytes
+        self.framer.reset()  # the old connection's bytes
         self.refresh_login()
         try:
             return super().reconnect()
@@ -158,89 +110,46 @@ class BatchReadingClient(mqtt.Client):
             log.warning("mqtt cannot connect to %s:%d: %s; retrying with backoff", self.host, self.port, exc)
             raise
 
-    def _create_socket_connection(self) -> socket.socket:
-        sock = super()._create_socket_connection()
-        enable_keepalive(sock)  # before TLS wraps it; each reconnect makes a new one
-        return sock
-
-    def _packet_read(self) -> MQTTErrorCode:
+    def read_available(self) -> MQTTErrorCode:
         if self.hold_reads():
             # Back to paho's loop without reading: it still sends PUBACKs and PINGREQs meanwhile.
             # The socket is readable (paho calls this only then), so the broker is there: say so
             # to paho's keep-alive, which would otherwise drop the connection for want of PINGRESP.
-            with self._msgtime_mutex:
-                self._last_bytes_received = time_func()
+            self.note_bytes_received()
             self.reads_resumed.wait(READ_HOLD_POLL_S)
             self.reads_resumed.clear()
             return MQTTErrorCode.MQTT_ERR_AGAIN
+        sock = self.socket()
+        if sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        return self.read_from(sock)
+
+    def read_from(self, sock: Any) -> MQTTErrorCode:
+        """One read of the socket, every packet it completes handled: SUCCESS, AGAIN when empty, or why not."""
         try:
-            data = self._sock_recv(READ_SIZE)
-        except BlockingIOError:
+            data = sock.recv(READ_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):  # before OSError: they are ones
             return MQTTErrorCode.MQTT_ERR_AGAIN
         except OSError as err:  # TimeoutError and ConnectionError included
             log.warning("mqtt failed to receive on the socket: %s", err)
             return MQTTErrorCode.MQTT_ERR_CONN_LOST
         if not data:
             return MQTTErrorCode.MQTT_ERR_CONN_LOST
-        with self._msgtime_mutex:
-            self._last_bytes_received = time_func()
-        self._pending.append(data)
-        self._pending_size += len(data)
-        if self._pending_size < self._pending_need:
-            return MQTTErrorCode.MQTT_ERR_SUCCESS
-        buf = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self.note_bytes_received()
+        self._stopped_by = MQTTErrorCode.MQTT_ERR_SUCCESS
         try:
-            pos, rc = self._handle_packets(buf)
+            self.framer.feed(data, self.on_publish_packet, self._to_paho)
         except MalformedMqtt as exc:
             log.error("mqtt received a malformed packet: %s; reconnecting", exc)
-            pos, rc = len(buf), MQTTErrorCode.MQTT_ERR_PROTOCOL
-        rest = buf[pos:]
-        self._pending, self._pending_size = ([rest] if rest else []), len(rest)
-        return rc
-
-    def _handle_packets(self, buf: bytes) -> tuple[int, MQTTErrorCode]:
-        """Handle every complete packet in `buf`: where the unhandled rest starts, and the outcome.
-
-        Sets `_pending_need` to the size of the packet the rest begins with, when that is known.
-        """
-        self._pending_need = 0
-        pos, size = 0, len(buf)
-        v5 = self._protocol == mqtt.MQTTv5
-        fast = self.on_publish_packet if self._manual_ack else None
-        while pos + 2 <= size:
-            length = _varint(buf, pos + 1, size)
-            if length is None:
-                break
-            start, end = length[1], length[1] + length[0]
-            if end - pos > self.max_packet_bytes:
-                raise MalformedMqtt(f"a packet of {end - pos} bytes, larger than the Maximum Packet Size "
-                                    f"{self.max_packet_bytes} this client announced")
-            if end > size:
-                self._pending_need = end - pos
-                break
-            command = buf[pos]
-            pos = end
-            if fast is not None and command & 0xF0 == PUBLISH_TYPE and command & 0x06 != 0x04:
-                fast(*decode_publish(command, buf, start, end, v5))
-                continue
-            rc = self._paho_handle(command, buf[start:end])
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                return pos, rc
-        return pos, MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def _paho_handle(self, command: int, packet: bytes) -> MQTTErrorCode:
-        self._in_packet = {"command": command, "have_remaining": 1, "remaining_count": [],
-                           "remaining_mult": 1, "remaining_length": len(packet),
-                           "packet": bytearray(packet), "to_process": 0, "pos": 0}
-        try:
-            return self._packet_handle()
-        except MalformedPacket as exc:
-            log.error("mqtt received a malformed packet: %s; reconnecting", exc)
             return MQTTErrorCode.MQTT_ERR_PROTOCOL
-        finally:
-            self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [],
-                               "remaining_mult": 1, "remaining_length": 0, "packet": bytearray(b""),
-                               "to_process": 0, "pos": 0}
+        return self._stopped_by
+
+    def _to_paho(self, command: int, body: bytes) -> bool:
+        rc = self.handle_packet(command, body)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._stopped_by = rc
+            return False
+        return True
 
 
 class Delivery(msgspec.Struct, frozen=True):  # one per message: cheaper to build than a dataclass
@@ -279,26 +188,6 @@ class SubscriberConfig:
         return self.session_expiry_s > 0 or not self.v5
 
 
-class SessionMemory(Protocol):
-    """Whether this client id had a session on this broker before this process (kept outside it)."""
-
-    def recall(self) -> bool | None:
-        """True or False; None when it cannot be told (the store is unreachable)."""
-
-    def remember(self) -> bool:
-        """Record that the client id has a session; False when it could not be recorded."""
-
-
-class NoSessionMemory:
-    """No memory across processes: the first connect of a process never expects a session."""
-
-    def recall(self) -> bool | None:
-        return False
-
-    def remember(self) -> bool:
-        return True
-
-
 def subscription_filters(topics: tuple[str, ...], shared_group: str) -> list[str]:
     return [f"$share/{shared_group}/{t}" if shared_group else t for t in topics]
 
@@ -309,9 +198,7 @@ class Subscriber:
     def __init__(self, config: SubscriberConfig, on_delivery: Callable[[Delivery], None],
                  clock: Callable[[], float], memory: SessionMemory | None = None) -> None:
         self.config = config
-        self._memory = memory or NoSessionMemory()
-        self._remembered = False
-        self._watch = SessionWatch(config.keeps_session, expected=False)
+        self.session = SessionAlarm(config.client_id, config.keeps_session, memory)
         self._on_delivery = on_delivery
         self._clock = clock
         self.generation = 0
@@ -338,8 +225,7 @@ class Subscriber:
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_subscribe = self._handle_subscribe
-        client.on_message = self._handle_message  # QoS 2: paho's own handling
-        client.on_publish_packet = self._handle_publish_packet  # QoS 0 and 1
+        client.on_publish_packet = self._handle_publish_packet
         return client
 
     def _refresh_login(self) -> None:
@@ -356,7 +242,7 @@ class Subscriber:
         self.client.username_pw_set(address.username, address.password)
 
     def start(self) -> None:
-        self._watch.expected = self._memory.recall() if self.config.keeps_session else False
+        self.session.starting()
         a = self.config.address
         log.info("mqtt connecting to %s:%d as %s (MQTT %s)", a.host, a.port, self.config.client_id,
                  self.config.protocol)
@@ -392,12 +278,9 @@ class Subscriber:
 
     def ack_all(self, deliveries: Sequence[Delivery]) -> int:
         """Acknowledge a chunk's messages of the current connection, in arrival order."""
-        current = [d for d in deliveries if d.qos > 0 and d.generation == self.generation]
-        self.client.puback_all([d.mid for d in current if d.qos == 1])
-        for d in current:
-            if d.qos == 2:
-                self.client.ack(d.mid, d.qos)
-        return len(current)
+        mids = [d.mid for d in deliveries if d.qos and d.generation == self.generation]  # QoS 1: see decode_publish
+        self.client.puback_all(mids)
+        return len(mids)
 
     def _handle_connect(self, client: mqtt.Client, _userdata: Any, flags: mqtt.ConnectFlags,
                         reason: ReasonCode, _props: Properties | None) -> None:
@@ -407,7 +290,7 @@ class Subscriber:
             return
         self.session_present = bool(flags.session_present)
         self.generation += 1
-        self._check_session(self.session_present)
+        self.session.connected(self.session_present)
         filters = subscription_filters(self.config.topics, self.config.shared_group)
         log.info("mqtt connected (session present=%s); subscribing to %s at qos %d",
                  flags.session_present, ",".join(filters), self.config.qos)
@@ -418,18 +301,7 @@ class Subscriber:
             client.subscribe([(f, qos) for f in filters])
         self.connected.set()
         metrics.MQTT_CONNECTED.set(1)
-        if not self._remembered and self.config.keeps_session:  # after the SUBSCRIBE: a Redis round trip
-            self._remembered = self._memory.remember()
-
-    def _check_session(self, present: bool) -> None:
-        verdict = self._watch.connected(present)
-        if verdict is Verdict.LOST:
-            metrics.MQTT_SESSION_LOST.inc()
-            log.error("mqtt session lost: the broker had no session for client id %s where one was expected; %s",
-                      self.config.client_id, SESSION_LOST_HINT)
-        elif verdict is Verdict.UNKNOWN:
-            log.warning("mqtt no session for client id %s, and whether one existed before this start cannot be "
-                        "told; if it did, messages queued for it were lost", self.config.client_id)
+        self.session.subscribed()  # after the SUBSCRIBE has gone out: a Redis round trip
 
     def _handle_disconnect(self, _client: mqtt.Client, _userdata: Any, flags: mqtt.DisconnectFlags,
                            reason: ReasonCode, props: Properties | None) -> None:
@@ -437,20 +309,12 @@ class Subscriber:
         self.resume_reads()  # the next connection's CONNACK must be read, whatever is held
         metrics.MQTT_CONNECTED.set(0)
         if flags.is_disconnect_packet_from_server:
-            self._report_server_disconnect(reason, props)
+            said = getattr(props, "ReasonString", "")  # absent unless the broker added one
+            self.session.server_disconnected(reason.value, str(reason), said)
         elif self._stopping:
             log.info("mqtt disconnected: %s", reason)
         else:
             log.warning("mqtt disconnected: %s; reconnecting with backoff", reason)
-
-    def _report_server_disconnect(self, reason: ReasonCode, props: Properties | None) -> None:
-        """The broker closed the connection with a DISCONNECT packet (MQTT 5 only) and said why."""
-        name = disconnect_reason_name(reason.value)
-        metrics.MQTT_DISCONNECTS.labels(name).inc()
-        said = getattr(props, "ReasonString", "")  # absent unless the broker added one
-        log.error("mqtt the broker disconnected the listener: %s (0x%02X%s); %s. Messages queued for it are lost "
-                  "if the broker discards its session too (the next connect tells)",
-                  reason, reason.value, f", {said!r}" if said else "", disconnect_hint(name))
 
     def _handle_subscribe(self, _client: mqtt.Client, _userdata: Any, mid: int,
                           reasons: list[ReasonCode], _props: Properties | None) -> None:
@@ -467,12 +331,3 @@ class Subscriber:
             name = topic.decode("utf-8", "replace")
         self._on_delivery(Delivery(name, payload, self._clock(), mid, qos, self.generation,
                                    len(topic) + len(payload)))
-
-    def _handle_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:  # brokers should refuse such topics; keep the message anyway
-            topic = msg._topic.decode("utf-8", "replace")
-        payload = cast(bytes, msg.payload)  # paho hands over bytes; its annotation also allows bytearray
-        self._on_delivery(Delivery(topic, payload, self._clock(), msg.mid, msg.qos, self.generation,
-                                   len(msg._topic) + len(payload)))

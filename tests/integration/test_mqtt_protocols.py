@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from listener.__main__ import SESSION_KEY_PREFIX
+from listener.session import session_key
 from tests.faults.services import accepts_connections, scratch_dir
 from tests.integration.protocols import PROTOCOLS, ListenerMqtt, forget_session, listener_mqtt
 from tests.support import (
@@ -58,7 +58,7 @@ def publish_range(pub: Publisher, topic: str, numbers: range) -> None:
 
 def assert_session_remembered(env: dict[str, str]) -> None:
     """The first listener's record that its client id had a session (what makes the next start expect one)."""
-    key = f"{SESSION_KEY_PREFIX}{MQTT_HOST}:{MQTT_PORT}:{env['MQTT_CLIENT_ID']}"
+    key = session_key(MQTT_HOST, MQTT_PORT, env["MQTT_CLIENT_ID"])
     assert redis.Redis.from_url(env["CELERY_BROKER_URL"]).exists(key), (
         f"{key} is not in Redis: did another test run flush this database index?")
 

@@ -1,13 +1,24 @@
-"""Session presence over a process's connects: when a missing session is an alarm, and the names of
-a server's DISCONNECT reasons (a metric label, so from a closed set)."""
+"""Session presence over a process's connects: when a missing session is an alarm (logged and counted),
+when the session is recorded, and the names of a server's DISCONNECT reasons (a metric label, so
+from a closed set)."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
-from listener.session_alarm import DISCONNECT_REASONS, OTHER_REASON, SessionWatch, Verdict, disconnect_reason_name
+from listener.session import (
+    DISCONNECT_REASONS,
+    OTHER_REASON,
+    SessionAlarm,
+    SessionWatch,
+    Verdict,
+    disconnect_reason_name,
+)
 
 R, N, L, U = Verdict.RESUMED, Verdict.NEW, Verdict.LOST, Verdict.UNKNOWN
 
@@ -44,3 +55,71 @@ def test_a_disconnect_reason_code_has_its_name(code: int, name: str) -> None:
 def test_every_reason_code_maps_into_a_small_closed_set(code: int) -> None:
     assert disconnect_reason_name(code) in {*DISCONNECT_REASONS.values(), OTHER_REASON}
     assert len({*DISCONNECT_REASONS.values(), OTHER_REASON}) <= 20
+
+
+class RecordedMemory:
+    """A session memory kept in this object, as Redis keeps it for the listener; `None` is an unreachable store."""
+
+    def __init__(self, had_session: bool | None) -> None:
+        self.had_session = had_session
+        self.remembered = 0
+
+    def recall(self) -> bool | None:
+        return self.had_session
+
+    def remember(self) -> bool:
+        self.remembered += 1
+        return self.had_session is not None
+
+
+def session_lost_count() -> float:
+    return REGISTRY.get_sample_value("ingest_mqtt_session_lost_total") or 0.0
+
+
+@pytest.mark.parametrize(("had_session", "present", "verdict", "lost"), [
+    pytest.param(True, False, L, 1, id="recorded in Redis, missing at the broker: an alarm"),
+    pytest.param(False, False, N, 0, id="first start of the client id: no alarm"),
+    pytest.param(True, True, R, 0, id="resumed"),
+    pytest.param(None, False, U, 0, id="Redis unreachable: a warning, not counted"),
+])
+def test_the_first_connect_is_judged_by_what_the_memory_recalls(
+    had_session: bool | None, present: bool, verdict: Verdict, lost: int, caplog: pytest.LogCaptureFixture,
+) -> None:
+    alarm = SessionAlarm("cid-1", keeps_session=True, memory=RecordedMemory(had_session))
+    before = session_lost_count()
+    alarm.starting()
+    with caplog.at_level(logging.WARNING, logger="listener.session"):
+        assert alarm.connected(present) is verdict
+    assert session_lost_count() - before == lost
+    assert any("session lost" in r.message and r.levelno == logging.ERROR for r in caplog.records) == bool(lost)
+
+
+def test_the_session_is_remembered_once_per_process_and_retried_until_it_is() -> None:
+    memory = RecordedMemory(None)  # unreachable at first
+    alarm = SessionAlarm("cid-2", keeps_session=True, memory=memory)
+    alarm.subscribed()
+    memory.had_session = True  # reachable again
+    alarm.subscribed()
+    alarm.subscribed()
+    assert memory.remembered == 2
+
+
+def test_without_a_kept_session_nothing_is_recalled_or_remembered() -> None:
+    memory = RecordedMemory(True)
+    alarm = SessionAlarm("cid-3", keeps_session=False, memory=memory)
+    alarm.starting()
+    assert alarm.connected(False) is N
+    alarm.subscribed()
+    assert memory.remembered == 0
+
+
+def test_a_server_disconnect_is_an_error_counted_by_its_reason(caplog: pytest.LogCaptureFixture) -> None:
+    def count() -> float:
+        return REGISTRY.get_sample_value("ingest_mqtt_disconnects_total", {"reason": "quota_exceeded"}) or 0.0
+
+    before = count()
+    with caplog.at_level(logging.ERROR, logger="listener.session"):
+        SessionAlarm("cid-4", keeps_session=True).server_disconnected(0x97, "Quota exceeded", "queue full")
+    assert count() - before == 1
+    (record,) = caplog.records
+    assert "0x97" in record.message and "'queue full'" in record.message and "max_queue" in record.message
