@@ -1,55 +1,25 @@
-"""Chunks sent but not yet stored: the safety net under kombu's Redis transport.
+"""The ledger's layout in Redis, shared with the listener, and the worker's one use of it.
 
-kombu takes a message off the queue (BRPOP) and only then, with a second command, records it as
-unacknowledged; a worker SIGKILLed between the two loses the message, and no visibility timeout
-brings it back (celery/celery#7950). So the listener records every chunk it sends here, and a
-worker forgets it once the chunk's outcome is committed (its rows, or its dead letters).
-
-A chunk recorded `INGEST_RESEND_AFTER_S` (30 s) ago that is neither in the queue nor held by a
-worker was lost that way (once a worker has a chunk it is stored in well under a second; one in
-a backlog or waiting for a retry is in one of the two), and the listener sends it again. Writes
-are idempotent: a copy sent again that was not lost after all adds nothing. A chunk sent again
-`MAX_RESENDS` times and still not stored makes a worker fail every time (a bug, not a lost
-message): it is no longer sent, and stays here for an operator. The cost is a second copy of
-every chunk in Redis until it is stored: zstd-compressed msgpack, like the task message's body
-(about 10 KB for 800 of the benchmark's five-point messages, instead of 270 KB).
-
-The chunk's id is its Celery task id, which is how a chunk is found in the queue or in kombu's
-`unacked` hash without decoding its body.
+The listener records every chunk it sends (`listener.ledger`, which says why the ledger exists
+and how lost chunks are found); a worker forgets a chunk here once its outcome is committed
+(its rows, or its dead letters). These key names are part of the wire between the two, like
+`ingest_tasks.envelope`: this module imports nothing from the listener.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, cast
-
-import msgpack
-import orjson
 import redis
-
-from ingest_tasks.envelope import compress, decompress
 
 SENT = "ingest:ledger:sent"  # sorted set: chunk id -> unix time it was (last) sent
 BODY = "ingest:ledger:body"  # hash: chunk id -> its messages (compressed msgpack), to send it again
 RESENT = "ingest:ledger:resent"  # hash: chunk id -> times sent again
-MAX_RESENDS = 3
-UNACKED = "unacked"  # kombu's hash of delivered, unacknowledged messages
-SCAN_LIMIT = 10  # a longer queue is a backlog that still holds old chunks: look again later
-BATCH = 100  # overdue chunks looked at per sweep
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # how every zstd frame starts
-
-Wire = list[list[Any]]
 
 
 class Ledger:
+    """The worker's side: a stored chunk comes off the ledger."""
+
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-
-    def record(self, chunk_id: str, wire: Sequence[Sequence[object]], now: float) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hset(BODY, chunk_id, compress(msgpack.packb(wire, use_bin_type=True)))
-        pipe.zadd(SENT, {chunk_id: now})
-        pipe.execute()
 
     def forget(self, chunk_id: str) -> None:
         pipe = self._client.pipeline(transaction=False)
@@ -57,40 +27,3 @@ class Ledger:
         pipe.hdel(BODY, chunk_id)
         pipe.hdel(RESENT, chunk_id)
         pipe.execute()
-
-    def sent_again(self, chunk_id: str, now: float) -> int:
-        """Note that the chunk was sent again; how many times it has been, until it is stored."""
-        times = int(self._client.hincrby(RESENT, chunk_id, 1))
-        # Never overdue again once it has had its chances: a worker fails on it, so it waits here.
-        self._client.zadd(SENT, {chunk_id: now if times < MAX_RESENDS else float("inf")}, xx=True)
-        return times
-
-    def size(self) -> int:
-        return int(self._client.zcard(SENT))
-
-    def lost(self, sent_before: float, queue: str) -> list[tuple[str, Wire]]:
-        """Chunks recorded before `sent_before` that no queue or worker holds, with their messages."""
-        found = self._client.zrangebyscore(SENT, 0, sent_before, start=0, num=BATCH)
-        overdue = [c.decode() for c in cast(list[bytes], found)]
-        if not overdue or int(self._client.llen(queue)) > SCAN_LIMIT:
-            return []
-        # unacked first: a chunk on its way from the queue to a worker is then seen in the queue.
-        held = task_ids(orjson.loads(v)[0] for v in self._client.hvals(UNACKED))
-        held |= task_ids(orjson.loads(v) for v in self._client.lrange(queue, 0, -1))
-        missing = [c for c in overdue if c not in held]
-        if not missing:
-            return []
-        bodies = self._client.hmget(BODY, missing)
-        return [(c, unpack_body(b)) for c, b in zip(missing, bodies, strict=True) if isinstance(b, bytes)]
-
-
-def unpack_body(body: bytes) -> Wire:
-    # A listener from before compression recorded plain msgpack, whose list never starts so.
-    if not body.startswith(ZSTD_MAGIC):
-        return cast(Wire, msgpack.unpackb(body, raw=False))
-    return cast(Wire, msgpack.unpackb(decompress(body), raw=False))
-
-
-def task_ids(messages: Iterable[dict[str, Any]]) -> set[str]:
-    """The Celery task ids of kombu messages (as stored in Redis: JSON with the headers)."""
-    return {str(m.get("headers", {}).get("id")) for m in messages}

@@ -1,51 +1,41 @@
-"""Prometheus metrics of the listener and the workers, and how each process serves them.
+"""The workers' Prometheus metrics: what they count, and the one endpoint that serves them.
 
-Names follow `ingest_<thing>[_<unit>]`; labels come only from closed sets (`type`, `reason`,
-`table`). The workers run prometheus-client in multiprocess mode so one endpoint on
-`WORKER_METRICS_PORT` adds up every prefork child; the directory it needs is set up before
-prometheus-client is imported (`ingest_tasks.worker_metrics.prepare_multiprocess`).
+A worker is a main process and its prefork pool children; prometheus-client's multiprocess mode
+adds up every child on one endpoint (`WORKER_METRICS_PORT`). That mode must be switched on before
+prometheus-client is first imported, which `ingest_tasks.multiproc` does and this module cannot.
+The listener's metrics are its own (`listener.metrics`).
+
+Names follow `ingest_<thing>[_<unit>]`; labels come only from closed sets (`type`, `reason`, `table`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge, Histogram
+import redis
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+
+from ingest_tasks.multiproc import MULTIPROC_ENV
+
+log = logging.getLogger(__name__)
 
 # Buckets that resolve 10 ms to 60 s.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 400, 800, 1600, 3200)
 
-# Contract metrics.
+# Contract metrics (`ingest_batch_size` is the listener's; `ingest_queue_size` is read at each scrape).
 MESSAGES = Counter("ingest_messages", "Messages stored as rows, by kind", ["type"])
 POINTS = Counter("ingest_points", "Measurement points stored")
 ERRORS = Counter("ingest_errors", "Messages dead-lettered, by reason", ["reason"])
-BATCH_SIZE = Histogram("ingest_batch_size", "Messages per chunk sent by the listener", buckets=BATCH_BUCKETS)
 LATENCY = Histogram("ingest_latency_seconds", "Device timestamp to commit", buckets=LATENCY_BUCKETS)
-QUEUE_SIZE = Gauge("ingest_queue_size", "Chunks waiting in the broker queue", multiprocess_mode="max")
 
-# Listener.
-RECEIVED = Counter("ingest_listener_received", "MQTT messages received by the listener")
-CHUNKS_ENQUEUED = Counter("ingest_chunks_enqueued", "Chunks accepted by Redis")
-CHUNKS_RESENT = Counter("ingest_chunks_resent", "Chunks sent again after a worker lost them on the way")
-BUFFERED = Gauge("ingest_listener_buffered_messages", "Messages received but not yet enqueued",
-                 multiprocess_mode="max")
-BUFFERED_BYTES = Gauge("ingest_listener_buffered_bytes", "Bytes (payload + topic) received but not yet enqueued",
-                       multiprocess_mode="max")
-REDIS_MEMORY = Gauge("ingest_redis_memory_bytes", "Redis memory in use (used_memory), as the listener last read it",
-                     multiprocess_mode="max")
-MQTT_CONNECTED = Gauge("ingest_mqtt_connected", "1 while the listener is connected to the MQTT broker",
-                       multiprocess_mode="max")
-ENQUEUE_FAILURES = Counter("ingest_enqueue_failures", "Failed attempts to put a chunk in Redis")
-MQTT_SESSION_LOST = Counter("ingest_mqtt_session_lost",
-                            "Connects that found the listener's MQTT session discarded (its queued messages lost)")
-MQTT_DISCONNECTS = Counter("ingest_mqtt_disconnects",
-                           "DISCONNECTs sent by the MQTT broker (MQTT 5), by reason (a closed set; else other)",
-                           ["reason"])
-
-# Workers.
 ROWS = Counter("ingest_rows_written", "Rows written, by table", ["table"])
 RETRIES = Counter("ingest_task_retries", "Chunk retries after a transient failure")
 QUEUE_LATENCY = Histogram("ingest_queue_latency_seconds", "Listener receipt to commit", buckets=LATENCY_BUCKETS)
@@ -84,3 +74,55 @@ def _timestamps(device_ts: Iterable[datetime]) -> Iterable[float]:
             yield ts.timestamp()
         except (OverflowError, ValueError):  # a valid but extreme timestamp, e.g. year 1
             continue
+
+
+class QueueSizeCollector(Collector):
+    """`ingest_queue_size` read from Redis at each scrape, on a fresh connection."""
+
+    def __init__(self, broker_url: str, queue: str) -> None:
+        self._broker_url = broker_url
+        self._queue = queue
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily("ingest_queue_size", "Chunks waiting in the broker queue")
+        try:
+            with redis.Redis.from_url(self._broker_url, socket_timeout=2, socket_connect_timeout=2) as client:
+                gauge.add_metric([], float(client.llen(self._queue)))
+        except redis.RedisError as exc:
+            log.warning("metrics: cannot read the queue size from Redis: %s", exc)
+            return
+        yield gauge
+
+
+def serve(port: int, broker_url: str, queue: str) -> None:
+    """One endpoint for the worker's main process and all its pool children (0: none)."""
+    if not port:
+        return
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    registry.register(QueueSizeCollector(broker_url, queue))
+    start_http_server(port, registry=registry)
+    log.info("worker metrics on :%d/metrics", port)
+
+
+def forget_process(pid: int) -> None:
+    """A pool child ended: its gauges leave the sum (counters keep what it counted)."""
+    if os.environ.get(MULTIPROC_ENV):
+        mark_process_dead(pid)
+
+
+# The listener's metrics used to live here too; listener modules that still import them from here
+# get them from `listener.metrics` until they import that directly.
+_LISTENER_NAMES = frozenset({"MQTT_CONNECTED", "MQTT_SESSION_LOST", "MQTT_DISCONNECTS"})
+if TYPE_CHECKING:  # the `as` marks them exported, for mypy only: a worker never loads them
+    from listener.metrics import MQTT_CONNECTED as MQTT_CONNECTED  # noqa: PLC0414
+    from listener.metrics import MQTT_DISCONNECTS as MQTT_DISCONNECTS  # noqa: PLC0414
+    from listener.metrics import MQTT_SESSION_LOST as MQTT_SESSION_LOST  # noqa: PLC0414
+
+
+def __getattr__(name: str) -> object:
+    if name in _LISTENER_NAMES:
+        from listener import metrics as listener_metrics  # noqa: PLC0415  (only a listener asks)
+
+        return getattr(listener_metrics, name)
+    raise AttributeError(name)

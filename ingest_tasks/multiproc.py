@@ -1,4 +1,8 @@
-"""The multiprocess-metrics directory of a worker, set before prometheus-client is imported."""
+"""prometheus-client's multiprocess mode for a worker: its directory, set before prometheus-client is imported.
+
+It has to run first (`ingest_tasks.__init__` calls it before loading the tasks), so it imports
+nothing from prometheus-client; the metrics and their endpoint are `ingest_tasks.metrics`.
+"""
 
 from __future__ import annotations
 

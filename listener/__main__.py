@@ -5,29 +5,33 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from types import FrameType
 
 import redis
 from prometheus_client import start_http_server
-from redis.exceptions import RedisError
 
 from ingest_tasks.app import create_app
 from ingest_tasks.envelope import QUEUE
 from ingest_tasks.gc_tuning import tune_gc
-from ingest_tasks.ledger import Ledger
 from ingest_tasks.logs import configure_logging
 from ingest_tasks.settings import Settings, load_settings
+from listener.backoff import REDIS_RETRY
 from listener.backpressure import QueueGate, QueueLimits, QueueLoad
 from listener.chunker import Chunker, ChunkPolicy
 from listener.keepalive import keepalive_options
+from listener.ledger import SentChunks
 from listener.mqtt import Delivery, Subscriber, SubscriberConfig
+from listener.read_hold import HoldPolicy
+from listener.sender import ChunkSender
 from listener.service import Listener
+from listener.session import RedisSessionMemory
+from listener.sweeper import LostChunkSweeper, SweepPolicy
 
 log = logging.getLogger("listener")
 
-SESSION_KEY_PREFIX = "ingest:mqtt-session:"  # + host:port:client id
 INFLIGHT_CHUNKS = 4  # unacknowledged messages the broker may send us, in chunks; also the most we hold
 
 
@@ -72,46 +76,26 @@ def queue_load_reader(client: redis.Redis) -> Callable[[], QueueLoad]:
     return read
 
 
-class RedisSessionMemory:
-    """Whether a listener with this client id ever connected to this broker, kept in Redis (one key, no expiry).
-
-    Lets the first connect of a process tell a first start (no session yet: fine) from a session
-    the broker discarded while the listener was away (an alarm).
-    """
-
-    def __init__(self, client: redis.Redis, config: SubscriberConfig) -> None:
-        self._client = client
-        self.key = f"{SESSION_KEY_PREFIX}{config.address.host}:{config.address.port}:{config.client_id}"
-
-    def recall(self) -> bool | None:
-        try:
-            return bool(self._client.exists(self.key))
-        except (RedisError, OSError) as exc:
-            log.warning("cannot tell from Redis whether the MQTT session existed before: %s", exc)
-            return None
-
-    def remember(self) -> bool:
-        try:
-            self._client.set(self.key, int(time.time()))
-            return True
-        except (RedisError, OSError) as exc:
-            log.warning("cannot record the MQTT session in Redis (tried again at the next connect): %s", exc)
-            return False
-
-
 def build(settings: Settings) -> Listener:
+    """The listener's steps, each given its policy and the clock, composed by `Listener`."""
     config = subscriber_config(settings)
     client = queue_client(settings.celery_broker_url)
-    memory = RedisSessionMemory(client, config)
+    memory = RedisSessionMemory(client, config.address.host, config.address.port, config.client_id)
 
     def subscriber(on_delivery: Callable[[Delivery], None]) -> Subscriber:
         return Subscriber(config, on_delivery, clock=time.time, memory=memory)
 
+    stopping = threading.Event()
+    ledger = SentChunks(client)
+    sender = ChunkSender(create_app(settings), ledger, REDIS_RETRY, wall_clock=time.time, sleep=time.sleep,
+                         stopping=stopping.is_set)
+    sweeper = LostChunkSweeper(ledger, sender.enqueue, SweepPolicy(settings.resend_after_s), REDIS_RETRY,
+                               wall_clock=time.time, now=time.monotonic())
     gate = QueueGate(queue_load_reader(client), QueueLimits(settings.max_queue_chunks, settings.max_queue_bytes))
-    policy = ChunkPolicy(settings.batch_size, settings.batch_ms / 1000, settings.batch_bytes)
-    return Listener(create_app(settings), subscriber, Chunker(policy), gate,
-                    ledger=Ledger(client), resend_after_s=settings.resend_after_s,
-                    max_buffered=max_buffered(settings), max_buffered_bytes=max_buffered_bytes(settings))
+    chunker: Chunker[Delivery] = Chunker(ChunkPolicy(settings.batch_size, settings.batch_ms / 1000,
+                                                     settings.batch_bytes))
+    hold = HoldPolicy(max_buffered(settings), max_buffered_bytes(settings))
+    return Listener(subscriber, chunker, gate, sender, sweeper, hold=hold, stopping=stopping, clock=time.monotonic)
 
 
 def main() -> int:

@@ -3,7 +3,7 @@
 While either is at its limit the listener sends and acknowledges nothing: unacknowledged
 messages stay with the broker, and Receive Maximum (and the listener's read hold) stop it from
 sending more, so Redis stays below its own limits while the workers catch up. Redis is read
-every `QUEUE_POLL_S`; between two reads every chunk sent counts, as one more chunk and as its
+every `poll_s`; between two reads every chunk sent counts, as one more chunk and as its
 messages' bytes, so a second at full speed does not overshoot. (Those bytes are what the
 listener sent, not what Redis keeps for them, which is compressed and also copied to the ledger:
 an estimate until the next read corrects it.)
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from ingest_tasks import metrics
+from listener import metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class QueueLoad:
 class QueueLimits:
     max_chunks: int  # INGEST_MAX_QUEUE_CHUNKS
     max_bytes: int  # INGEST_MAX_QUEUE_BYTES
+    poll_s: float = QUEUE_POLL_S
 
 
 class QueueGate:
@@ -61,7 +62,7 @@ class QueueGate:
 
     def check(self, now: float) -> bool:
         """True while either limit is reached; each change is logged once."""
-        if self._read_at is None or now - self._read_at >= QUEUE_POLL_S:
+        if self._read_at is None or now - self._read_at >= self._limits.poll_s:
             self._read_at = now
             self._read()
         chunks = self._seen.chunks + self._sent_chunks

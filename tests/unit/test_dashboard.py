@@ -17,6 +17,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 import ingest_tasks.metrics  # noqa: F401  (registers our collectors in REGISTRY)
+import listener.metrics  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "traksense-ingest.json"
