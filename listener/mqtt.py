@@ -37,8 +37,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from ingest_tasks import metrics
 from ingest_tasks.settings import MQTT_PACKET_LIMIT, MqttAddress, SettingProblem, parse_mqtt_url, read_secret_file
+from listener import metrics
 from listener.keepalive import enable_keepalive
 from listener.mqtt_codec import PUBACK, MalformedMqtt, PacketFramer, PublishHandler, encode_pubacks
 from listener.paho_internals import HookedClient

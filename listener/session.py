@@ -26,7 +26,7 @@ from typing import Protocol
 import redis
 from redis.exceptions import RedisError
 
-from ingest_tasks import metrics
+from listener import metrics
 
 log = logging.getLogger(__name__)
 
