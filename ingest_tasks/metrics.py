@@ -15,7 +15,6 @@ import os
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -109,20 +108,3 @@ def forget_process(pid: int) -> None:
     """A pool child ended: its gauges leave the sum (counters keep what it counted)."""
     if os.environ.get(MULTIPROC_ENV):
         mark_process_dead(pid)
-
-
-# The listener's metrics used to live here too; listener modules that still import them from here
-# get them from `listener.metrics` until they import that directly.
-_LISTENER_NAMES = frozenset({"MQTT_CONNECTED", "MQTT_SESSION_LOST", "MQTT_DISCONNECTS"})
-if TYPE_CHECKING:  # the `as` marks them exported, for mypy only: a worker never loads them
-    from listener.metrics import MQTT_CONNECTED as MQTT_CONNECTED  # noqa: PLC0414
-    from listener.metrics import MQTT_DISCONNECTS as MQTT_DISCONNECTS  # noqa: PLC0414
-    from listener.metrics import MQTT_SESSION_LOST as MQTT_SESSION_LOST  # noqa: PLC0414
-
-
-def __getattr__(name: str) -> object:
-    if name in _LISTENER_NAMES:
-        from listener import metrics as listener_metrics  # noqa: PLC0415  (only a listener asks)
-
-        return getattr(listener_metrics, name)
-    raise AttributeError(name)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 WORKER_ONLY = ("ingest_tasks.tasks", "ingest_tasks.models", "ingest_tasks.pipeline", "ingest_tasks.store",
-               "ingest_tasks.adapters", "psycopg")
+               "ingest_tasks.adapters", "ingest_tasks.metrics", "psycopg")
 
 BUILD_AND_LIST_MODULES = """
 import sys
