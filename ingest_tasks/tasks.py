@@ -20,7 +20,7 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from redis.exceptions import RedisError
 
-from ingest_tasks import metrics, worker_metrics
+from ingest_tasks import metrics
 from ingest_tasks.app import (
     PURGE_TASK,
     RETENTION_TASK,
@@ -55,7 +55,7 @@ ledger = Ledger(redis.Redis.from_url(settings.celery_broker_url, **redis_socket_
 
 @worker_init.connect
 def _serve_metrics(**_: object) -> None:
-    worker_metrics.serve(settings.worker_metrics_port, settings.celery_broker_url, QUEUE)
+    metrics.serve(settings.worker_metrics_port, settings.celery_broker_url, QUEUE)
     tune_gc()  # before the pool forks, so its processes inherit a frozen start-up heap
 
 
@@ -77,7 +77,7 @@ def _open_connection(**_: object) -> None:
 @worker_process_shutdown.connect
 def _close_connection(**_: object) -> None:
     store.close()
-    worker_metrics.forget_process(os.getpid())
+    metrics.forget_process(os.getpid())
 
 
 @app.task(name=TASK_NAME, bind=True, max_retries=None, acks_late=True, reject_on_worker_lost=True,
