@@ -1,5 +1,5 @@
-"""A steady load on each broker: 3,000 messages a second for 20 seconds through the listener and the
-workers into PostgreSQL, every message stored exactly once, on one connection that never drops.
+"""A steady load on each broker: thousands of messages a second for 20 seconds through the listener
+and the workers into PostgreSQL, every message stored exactly once, on one connection that never drops.
 
 The publisher runs in a process of its own at a fixed rate (`tests.steady_publisher`), so a
 listener that falls behind shows as the broker's backlog, not as a slower publisher.
@@ -18,10 +18,12 @@ from tests.support import count, free_port, query, scrape, service_env, start_li
 pytestmark = pytest.mark.integration
 __all__ = ["broker_listener"]  # the fixture, imported to be used here
 
-RATE, SECONDS = 3000, 20
+SECONDS = 20
+RATES = {"mosquitto": 3000, "rabbitmq": 3000, "ejabberd": 1500}  # messages a second
 # ejabberd 23.01 sends a session one QoS 1 message at a time, whatever Receive Maximum says, and the
-# listener acknowledges a message only once its chunk is in Redis: it cannot keep up with this rate
-# there until the listener makes each message safe before its chunk goes out (/work/notes/ejabberd.md).
+# listener acknowledges a message only once its chunk is in Redis: it cannot keep up there until the
+# listener makes a lone message safe in Redis before its chunk goes out (/work/notes/ejabberd.md).
+# With that, add matrix_param("ejabberd", "5") here; its rate is what one message at a time allows.
 STEADY_BROKERS = [matrix_param("mosquitto", "5"), matrix_param("rabbitmq", "3.1.1")]
 
 
@@ -36,7 +38,7 @@ def test_a_steady_load_is_stored_exactly_once_on_one_connection(
     listener = start_listener(env, log_dir)
     try:
         user, password = broker.device_login or (None, None)
-        load = SteadyLoad(broker.host, broker.port, user, password, prefix, tenant, RATE, SECONDS)
+        load = SteadyLoad(broker.host, broker.port, user, password, prefix, tenant, RATES[broker.name], SECONDS)
         report = publish_steadily(load, unique("test-steady-pub-"))
         assert report.error == "" and report.sent == load.messages == report.acked, report
         assert report.seconds < SECONDS * 1.25, f"the broker slowed the publisher: {report}"
