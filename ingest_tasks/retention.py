@@ -1,11 +1,12 @@
 """Telemetry retention: the SQL beat's daily purge runs to remove measurements and device events
 older than `TELEMETRY_RETENTION_DAYS`.
 
-All of it goes through `ingest_purge_telemetry` (migration 0009), which runs as the tables' owner:
+All of it goes through `ingest_purge_telemetry` (migrations 0009, 0011), which runs as the tables' owner:
 a worker's login is only a member of ingest_writer, may not delete rows nor drop chunks, and never
 reads another tenant's rows. On TimescaleDB the function drops whole chunks; on plain PostgreSQL
 it deletes one bounded batch a call. Each call is its own transaction (autocommit), so a large
-backlog neither grows one transaction nor holds a lock on ts_measure for long.
+backlog neither grows one transaction nor holds a lock on ts_point for long. Series (ts_series)
+are kept: a few hundred bytes per tenant, device and point, there for that point's next value.
 Refuses to decide whether retention is on: the caller passes a number of days of at least 1.
 """
 
@@ -20,7 +21,7 @@ from ingest_tasks.dlq.queries import session
 log = logging.getLogger(__name__)
 
 PURGE_BATCH = 10_000  # rows a transaction on plain PostgreSQL
-PURGE_OLD = "SELECT chunks_dropped, rows_deleted FROM ingest_purge_telemetry(%s, %s)"  # migration 0009
+PURGE_OLD = "SELECT chunks_dropped, rows_deleted FROM ingest_purge_telemetry(%s, %s)"  # migration 0011
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,15 @@
 """The SQL of storing chunks (the DLQ tooling's is in dlq/queries.py).
 
-Writes a chunk's outcomes in one transaction: measurements by binary COPY into a temporary
-staging table then `INSERT ... SELECT` per tenant (PostgreSQL refuses COPY into a table with
-row-level security), acks upserted, events inserted, rejects dead-lettered under a per-chunk key so a retried
-chunk never adds its DLQ rows twice. Every tenant's rows are written with `app.tenant_id` set to
-that tenant, as the non-superuser writer role, so RLS checks each row. The per-tenant loop over
-the staged measurements runs in PostgreSQL (`ingest_insert_staged`, migration 0005): one call a
-chunk instead of two statements a tenant.
+Writes a chunk's outcomes in one transaction: measurements as one array a column into
+`ingest_insert_points` (migration 0011), which inserts them into ts_point tenant by tenant, acks
+upserted, events inserted, rejects dead-lettered under a per-chunk key so a retried chunk never
+adds its DLQ rows twice. Every tenant's rows are written with `app.tenant_id` set to that tenant,
+as the non-superuser writer role, so RLS checks each row.
+
+A point is stored under the integer id of its series (tenant, device, point). The ids are cached
+per process (`SeriesIds`); a chunk's unknown series are created or looked up by one call
+(`ingest_series_ids`) in the chunk's transaction, and cached only once that transaction has
+committed, so an id from a rolled-back transaction is never used. Series are never deleted.
 
 Idempotency: a row already stored is never stored again. The first try is a plain INSERT: no
 conflict check, which costs PostgreSQL a second search of the unique index for every row (a
@@ -33,6 +36,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import TypeVar, cast
 
 import psycopg
@@ -41,7 +45,7 @@ from psycopg import sql
 
 from ingest_tasks.dead_letter_columns import writable
 from ingest_tasks.errors import Blame, DbRejected, StorageUnavailable, blame
-from ingest_tasks.pipeline import Accepted, Outcome, Rejected
+from ingest_tasks.pipeline import Accepted, MeasureRow, Outcome, Rejected
 from ingest_tasks.postgres import CONNECT_TIMEOUT_S, with_keepalives
 
 log = logging.getLogger(__name__)
@@ -56,16 +60,17 @@ STATEMENT_TIMEOUT_S = 60
 LOCK_TIMEOUT_S = 10
 # What psycopg raises when the database, or psycopg itself before sending, refuses a statement.
 Refusal = (psycopg.Error, UnicodeEncodeError)
-MEASURE_COLUMNS = "tenant_id, device_id, point_id, ts, v_num, v_bool, v_text, unit, meta"
-STAGE_TYPES = ["text", "text", "text", "timestamptz", "float8", "bool", "text", "text", "text"]
-
-CREATE_STAGE = """
-CREATE TEMPORARY TABLE IF NOT EXISTS ts_measure_stage (
-    tenant_id text, device_id text, point_id text, ts timestamptz, v_num float8,
-    v_bool bool, v_text text, unit text, meta text
-) ON COMMIT DELETE ROWS
+SERIES_IDS = "SELECT i, series_id FROM ingest_series_ids(%b::text[], %b::text[], %b::text[])"
+# (tenants, upto, series, ts, v_num, v_bool, v_text, unit, meta, check_conflicts) -> rows added
+INSERT_POINTS = """
+SELECT ingest_insert_points(%b::text[], %b::int4[], %b::int8[], %b::timestamptz[], %b::float8[],
+                            %b::bool[], %b::text[], %b::text[], %b::text[], %b)
 """
-INSERT_STAGED = "SELECT ingest_insert_staged(%s, %s)"  # (tenants, check_conflicts) -> rows added
+# Nothing is staged any more (the points go as arrays); ingest_tasks/dlq/queries.py still runs this
+# once per replay, as the writer.
+CREATE_STAGE = "SELECT 1"
+# A series id takes ~200 bytes of the cache; past this many the cache starts again empty.
+MAX_CACHED_SERIES = 500_000
 UPSERT_ACK = """
 INSERT INTO cmd_ack (tenant_id, device_id, cmd_id, ok, ts_exec, err, payload, received_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, now())
@@ -85,12 +90,8 @@ ON CONFLICT (chunk_id, chunk_seq) DO NOTHING
 """
 SET_TENANT = "SELECT set_config('app.tenant_id', %s, true)"
 SET_TIMEOUTS = f"SET statement_timeout = '{STATEMENT_TIMEOUT_S}s'; SET lock_timeout = '{LOCK_TIMEOUT_S}s'"
-# Past this many tenants in a chunk, the per-tenant INSERTs find their rows through an index on
-# the staging table instead of scanning all of it each time (which grows with tenants x rows).
-MANY_TENANTS = 32
 CONFLICT_HOLD_S = 60.0  # after a chunk met rows already stored, check for conflicts this long
-INDEX_STAGE = "CREATE INDEX ts_measure_stage_tenant ON ts_measure_stage (tenant_id); ANALYZE ts_measure_stage"
-UNINDEX_STAGE = "DROP INDEX ts_measure_stage_tenant"
+SeriesKey = tuple[str, str, str]  # tenant, device, point
 
 
 @dataclass
@@ -99,6 +100,20 @@ class WriteResult:
 
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     dead: list[Rejected] = field(default_factory=list)
+    series: dict[SeriesKey, int] = field(default_factory=dict)  # ids this transaction looked up
+
+
+class SeriesIds:
+    """The series ids this process knows to be committed: (tenant, device, point) -> id."""
+
+    def __init__(self, limit: int = MAX_CACHED_SERIES) -> None:
+        self.known: dict[SeriesKey, int] = {}
+        self._limit = limit
+
+    def learn(self, committed: dict[SeriesKey, int]) -> None:
+        if len(self.known) + len(committed) > self._limit:
+            self.known.clear()
+        self.known.update(committed)
 
 
 @contextmanager
@@ -130,6 +145,7 @@ class Store:
         self._dsn = dsn
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._check_conflicts_until = 0.0
+        self._series = SeriesIds()
 
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is not None and not self._conn.closed and not self._conn.broken:
@@ -139,7 +155,6 @@ class Store:
             conn = psycopg.connect(with_keepalives(self._dsn), connect_timeout=CONNECT_TIMEOUT_S)
             conn.execute(SET_TIMEOUTS)
             conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(WRITER_ROLE)))
-            conn.execute(CREATE_STAGE)
             conn.commit()
         self._conn = conn
         return conn
@@ -168,14 +183,16 @@ class Store:
         with self._failing_over():
             conn = self.connect()
             try:
-                return self._write_all(conn, chunk_id, accepted, rejected)
+                result = self._write_all(conn, chunk_id, accepted, rejected)
             except Refusal as exc:
                 if blame_of(exc) is Blame.CHUNK:
                     raise
                 log.warning("chunk %s: refused as a whole (SQLSTATE %s); writing it again in parts to find why",
                             chunk_id, sqlstate_of(exc))
-            with conn.transaction():
-                return self._write_each(conn, chunk_id, accepted, rejected)
+                with conn.transaction():
+                    result = self._write_each(conn, chunk_id, accepted, rejected)
+            self._series.learn(result.series)  # committed: the transaction has ended without error
+            return result
 
     def _write_all(
         self, conn: psycopg.Connection[tuple[object, ...]], chunk_id: str,
@@ -184,7 +201,8 @@ class Store:
         if time.monotonic() >= self._check_conflicts_until:
             try:
                 with conn.transaction():
-                    return write_outcomes(conn, chunk_id, accepted, rejected, check_conflicts=False)
+                    return write_outcomes(conn, chunk_id, accepted, rejected, series_ids=self._series,
+                                          check_conflicts=False)
             except psycopg.errors.UniqueViolation as exc:
                 if not already_stored(exc):
                     raise
@@ -192,13 +210,13 @@ class Store:
                          "without them, and checking for conflicts for %.0f s", chunk_id, CONFLICT_HOLD_S)
                 self._check_conflicts_until = time.monotonic() + CONFLICT_HOLD_S
         with conn.transaction():
-            return write_outcomes(conn, chunk_id, accepted, rejected)
+            return write_outcomes(conn, chunk_id, accepted, rejected, series_ids=self._series)
 
     def dead_letter(self, chunk_id: str, rejected: Sequence[Rejected]) -> WriteResult:
         with self._failing_over():
             conn = self.connect()
             with conn.transaction():
-                return write_outcomes(conn, chunk_id, [], list(rejected))
+                return write_outcomes(conn, chunk_id, [], list(rejected), series_ids=self._series)
 
     @contextmanager
     def _failing_over(self) -> Iterator[None]:
@@ -214,7 +232,7 @@ class Store:
         self, conn: psycopg.Connection[tuple[object, ...]], chunk_id: str,
         accepted: list[Accepted], rejected: list[Rejected],
     ) -> WriteResult:
-        apart = Apart(conn, chunk_id)
+        apart = Apart(conn, chunk_id, self._series)
         middle = len(accepted) // 2  # the whole chunk was refused already: start with its halves
         apart.write(accepted[:middle])
         apart.write(accepted[middle:])
@@ -222,8 +240,9 @@ class Store:
             # No message got past it: the setup's problem, not theirs (errors.Blame.UNKNOWN).
             raise StorageUnavailable(f"every message refused, SQLSTATE {sqlstate_of(apart.unsure)}: "
                                      f"{problem_of(apart.unsure)}") from apart.unsure
-        dead = write_outcomes(conn, chunk_id, [], sorted([*rejected, *apart.refused], key=lambda r: r.seq))
-        result = WriteResult(rows=apart.rows, dead=dead.dead)
+        dead = write_outcomes(conn, chunk_id, [], sorted([*rejected, *apart.refused], key=lambda r: r.seq),
+                              series_ids=self._series)
+        result = WriteResult(rows=apart.rows, dead=dead.dead, series=apart.series)
         result.rows["ingest_errors"] = dead.rows["ingest_errors"]
         return result
 
@@ -238,7 +257,9 @@ class Apart:
 
     conn: psycopg.Connection[tuple[object, ...]]
     chunk_id: str
+    series_ids: SeriesIds
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    series: dict[SeriesKey, int] = field(default_factory=dict)
     refused: list[Rejected] = field(default_factory=list)
     stored: int = 0
     unsure: BaseException | None = None  # the last refusal of a kind errors.blame cannot place
@@ -248,11 +269,12 @@ class Apart:
             return
         try:
             with self.conn.transaction():  # a savepoint: only these messages' rows are undone
-                part = write_outcomes(self.conn, self.chunk_id, messages, [])
+                part = write_outcomes(self.conn, self.chunk_id, messages, [], series_ids=self.series_ids)
         except Refusal as exc:
             self._refused(messages, exc)
             return
         self.stored += len(messages)
+        self.series.update(part.series)
         for table, n in part.rows.items():
             self.rows[table] += n
 
@@ -270,25 +292,19 @@ class Apart:
 
 def write_outcomes(
     conn: psycopg.Connection[tuple[object, ...]], chunk_id: str,
-    accepted: Sequence[Accepted], rejected: Sequence[Rejected], check_conflicts: bool = True,
+    accepted: Sequence[Accepted], rejected: Sequence[Rejected], *,
+    series_ids: SeriesIds | None = None, check_conflicts: bool = True,
 ) -> WriteResult:
     """Write rows and dead letters on `conn` inside the caller's transaction, as the writer role.
 
     Without `check_conflicts`, a measurement row that is already stored raises UniqueViolation.
+    The series ids looked up here are in the result, for the caller to learn once committed.
     """
     rejected = [writable(r) for r in rejected]
     result = WriteResult(dead=rejected)
     with conn.cursor() as cur:
-        staged = stage_measures(cur, accepted)
-        if staged:
-            indexed = len(staged) > MANY_TENANTS
-            if indexed:
-                cur.execute(INDEX_STAGE)
-            cur.execute(INSERT_STAGED, (staged, check_conflicts))
-            (added,) = cur.fetchone() or (0,)
-            result.rows["ts_measure"] += cast(int, added)
-            if indexed:
-                cur.execute(UNINDEX_STAGE)
+        known = series_ids.known if series_ids is not None else {}
+        result.rows["ts_measure"] += insert_points(cur, accepted, known, result.series, check_conflicts)
         for tenant, messages in by_tenant(m for m in accepted if m.acks or m.events).items():
             cur.execute(SET_TENANT, (tenant,))
             result.rows["cmd_ack"] += upsert_acks(cur, messages)
@@ -303,9 +319,9 @@ def write_outcomes(
 
 
 def already_stored(exc: psycopg.errors.UniqueViolation) -> bool:
-    """Whether a measurement row is already stored: a duplicate on `ts_measure_key`, or on the
-    copy of it that TimescaleDB gives each chunk (`_hyper_1_1_chunk_ts_measure_key`)."""
-    return (exc.diag.constraint_name or "").endswith("ts_measure_key")
+    """Whether a measurement row is already stored: a duplicate on `ts_point_key`, or on the
+    copy of it that TimescaleDB gives each chunk (`_hyper_2_1_chunk_ts_point_key`)."""
+    return (exc.diag.constraint_name or "").endswith("ts_point_key")
 
 
 def refused(message: Accepted, exc: BaseException, chunk_id: str) -> Rejected:
@@ -332,18 +348,37 @@ def by_tenant(items: Iterable[T]) -> dict[str | None, list[T]]:
     return groups
 
 
-def stage_measures(cur: psycopg.Cursor[tuple[object, ...]], accepted: Sequence[Accepted]) -> list[str]:
-    """COPY the measurements into the staging table; the tenants they belong to, in order."""
-    tenants = list(dict.fromkeys(m.tenant for m in accepted if m.measures))
-    if not tenants:
-        return tenants
-    cur.execute("TRUNCATE ts_measure_stage")
-    with cur.copy(f"COPY ts_measure_stage ({MEASURE_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(STAGE_TYPES)
-        for message in accepted:
-            for row in message.measures:
-                copy.write_row(row)
-    return tenants
+def insert_points(
+    cur: psycopg.Cursor[tuple[object, ...]], accepted: Sequence[Accepted], known: dict[SeriesKey, int],
+    looked_up: dict[SeriesKey, int], check_conflicts: bool,
+) -> int:
+    """Insert the measurements, one array a column, grouped by tenant; the rows added."""
+    groups = by_tenant(m for m in accepted if m.measures)
+    if not groups:
+        return 0
+    rows = [row for messages in groups.values() for m in messages for row in m.measures]
+    upto = list(accumulate(sum(len(m.measures) for m in messages) for messages in groups.values()))
+    ids = series_of(cur, rows, known, looked_up)
+    _, _, _, stamps, nums, bools, texts, units, metas = zip(*rows, strict=True)
+    cur.execute(INSERT_POINTS, (list(groups), upto, ids, list(stamps), list(nums), list(bools),
+                                list(texts), list(units), list(metas), check_conflicts))
+    (added,) = cur.fetchone() or (0,)
+    return cast(int, added)
+
+
+def series_of(
+    cur: psycopg.Cursor[tuple[object, ...]], rows: Sequence[MeasureRow], known: dict[SeriesKey, int],
+    looked_up: dict[SeriesKey, int],
+) -> list[int]:
+    """Each row's series id: from `known`, or looked up (created if need be) into `looked_up`."""
+    keys = [row[:3] for row in rows]
+    missing = sorted({key for key in keys if key not in known and key not in looked_up})
+    if missing:
+        tenants, devices, points = (list(column) for column in zip(*missing, strict=True))
+        cur.execute(SERIES_IDS, (tenants, devices, points))
+        for i, series_id in cur.fetchall():
+            looked_up[missing[cast(int, i) - 1]] = cast(int, series_id)
+    return [known[key] if key in known else looked_up[key] for key in keys]
 
 
 def upsert_acks(cur: psycopg.Cursor[tuple[object, ...]], messages: Sequence[Accepted]) -> int:

@@ -177,7 +177,7 @@ class OwnedPostgres:
         url = self.url(name)
         apply_pending(url)
         if self.timescaledb:
-            assert "ts_measure" in hypertables(url), f"ts_measure is not a hypertable on :{self.port}"
+            assert "ts_point" in hypertables(url), f"ts_point is not a hypertable on :{self.port}"
         return url
 
     def close(self) -> None:

@@ -183,7 +183,8 @@ def test_a_dead_letter_of_plain_text_is_stored_unchanged(db: str, store: Store) 
 
 @pytest.fixture
 def refusing_trigger(db: str) -> Iterator[str]:
-    """A trigger of an operator's that refuses some rows with RAISE (SQLSTATE P0001)."""
+    """A trigger of an operator's that refuses some rows with RAISE (SQLSTATE P0001): new series of
+    a marked point (ts_measure is a view; its identifiers are in ts_series)."""
     marker = unique("refuse-")
     execute(db, f"""
         CREATE FUNCTION refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -191,10 +192,10 @@ def refusing_trigger(db: str) -> Iterator[str]:
             IF NEW.point_id = '{marker}' THEN RAISE EXCEPTION 'point % is not wanted', NEW.point_id; END IF;
             RETURN NEW;
         END $$;
-        CREATE TRIGGER refuse_marked BEFORE INSERT ON ts_measure FOR EACH ROW EXECUTE FUNCTION refuse_marked();
+        CREATE TRIGGER refuse_marked BEFORE INSERT ON ts_series FOR EACH ROW EXECUTE FUNCTION refuse_marked();
     """)
     yield marker
-    execute(db, "DROP TRIGGER refuse_marked ON ts_measure; DROP FUNCTION refuse_marked()")
+    execute(db, "DROP TRIGGER refuse_marked ON ts_series; DROP FUNCTION refuse_marked()")
 
 
 def test_an_unclassified_refusal_that_some_messages_escape_is_the_refused_ones_problem(

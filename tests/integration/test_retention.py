@@ -2,8 +2,9 @@
 makes it (init-roles.sh, then the migrations as the owner's login, no superuser), and the purge
 runs as the workers' login, a member of ingest_writer only.
 
-On TimescaleDB whole chunks of ts_measure are dropped; on plain PostgreSQL its old rows are
-deleted a bounded batch a transaction; device_event goes by ts on both; cmd_ack stays.
+On TimescaleDB whole chunks of ts_point (the points under the ts_measure view) are dropped; on
+plain PostgreSQL its old rows are deleted a bounded batch a transaction; device_event goes by ts
+on both; cmd_ack stays; series stay (ts_series, a row per tenant, device and point).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def count(db: Db, table: str, tenant: str | None = None) -> int:
 
 def chunks(db: Db, older_than_days: int | None = None) -> int:
     older = "" if older_than_days is None else f", older_than => now() - interval '{older_than_days} days'"
-    return int(query(db.admin, f"SELECT count(*) FROM show_chunks('ts_measure'{older})")[0][0])
+    return int(query(db.admin, f"SELECT count(*) FROM show_chunks('ts_point'{older})")[0][0])
 
 
 def seed_history(db: Db, tenant: str) -> None:
@@ -207,11 +208,13 @@ def worker(db: Db, tenant: str | None = None) -> psycopg.Connection[tuple[object
 
 
 @pytest.mark.parametrize("statement", [
-    "DELETE FROM ts_measure",
+    "DELETE FROM ts_point",
+    "DELETE FROM ts_series",
     "DELETE FROM device_event",
-    "TRUNCATE ts_measure",
+    "TRUNCATE ts_point",
+    "TRUNCATE ts_series",
     "TRUNCATE device_event",
-    "DELETE FROM ts_measure WHERE ctid = ANY(ARRAY(SELECT ctid FROM ts_measure LIMIT 1))",
+    "DELETE FROM ts_point WHERE ctid = ANY(ARRAY(SELECT ctid FROM ts_point LIMIT 1))",
 ])
 def test_the_worker_deletes_nothing_itself(db: Db, statement: str) -> None:
     tenant = unique("a-")
@@ -225,7 +228,7 @@ def test_the_worker_deletes_nothing_itself(db: Db, statement: str) -> None:
 def test_the_worker_drops_no_chunk_itself(tsdb: Db) -> None:
     measures(tsdb, unique("a-"), "now() - interval '20 days'")
     with worker(tsdb) as conn, pytest.raises(errors.InsufficientPrivilege, match="must be owner"):
-        conn.execute("SELECT drop_chunks('ts_measure', older_than => now())")
+        conn.execute("SELECT drop_chunks('ts_point', older_than => now())")
     assert chunks(tsdb) == 1
 
 

@@ -52,7 +52,8 @@ LAST_BEFORE_ROLES = 7  # the last migration the superuser applied before migrati
 @pytest.fixture(scope="module", params=["postgresql", "timescaledb"])
 def server(request: pytest.FixtureRequest) -> str:
     """The superuser URL of the server: the shared PostgreSQL, or the test-owned TimescaleDB
-    cluster, where ts_measure is a hypertable whose chunks the worker's inserts create."""
+    cluster, where ts_point (under the ts_measure view) is a hypertable whose chunks the worker's
+    inserts create."""
     return PG_ADMIN if request.param == "postgresql" else timescale_admin_url()
 
 
@@ -151,7 +152,7 @@ def test_login_is_a_plain_member_of_one_group(db: Db, role: str, group: str) -> 
 def test_migrations_ran_as_the_owner_who_is_no_superuser(db: Db) -> None:
     owners = query(db.admin, "SELECT DISTINCT r.rolname, r.rolsuper FROM pg_class c "
                    "JOIN pg_roles r ON r.oid = c.relowner WHERE c.relname IN "
-                   "('ts_measure', 'cmd_ack', 'device_event', 'ingest_errors')")
+                   "('ts_measure', 'ts_point', 'ts_series', 'ts_tenant', 'cmd_ack', 'device_event', 'ingest_errors')")
     assert owners == [(OWNER, False)]
 
 
@@ -173,7 +174,7 @@ def test_worker_sees_only_its_tenants_rows(db: Db, table: str) -> None:
 def test_worker_login_reaches_no_timescaledb_chunk(db: Db) -> None:
     seed(db, unique("a-"))  # on TimescaleDB, a chunk for TS
     chunks = [r[0] for r in query(db.admin, "SELECT inhrelid::regclass::text FROM pg_inherits "
-                                  "WHERE inhparent = 'ts_measure'::regclass")]
+                                  "WHERE inhparent = 'ts_point'::regclass")]
     assert bool(chunks) == (db.server != PG_ADMIN)  # a hypertable on TimescaleDB only
     for chunk in chunks:
         for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
@@ -199,13 +200,19 @@ def test_worker_cannot_change_or_delete_another_tenants_rows(db: Db) -> None:
     with connect(WORKER, db, mine) as conn:
         assert conn.execute("UPDATE cmd_ack SET ok = false WHERE tenant_id = %s", (theirs,)).rowcount == 0
         with pytest.raises(errors.InsufficientPrivilege):
-            conn.execute("DELETE FROM ts_measure WHERE tenant_id = %s", (theirs,))
+            conn.execute("DELETE FROM ts_point")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("UPDATE ts_point SET v_num = 0")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM ts_series WHERE tenant_id = %s", (theirs,))
     assert query(db.admin, "SELECT ok FROM cmd_ack WHERE tenant_id = %s", (theirs,)) == [(True,)]
 
 
 @pytest.mark.parametrize("statement", [
     "SET row_security = off; SELECT count(*) FROM ts_measure",
-    "ALTER TABLE ts_measure DISABLE ROW LEVEL SECURITY",
+    "ALTER TABLE ts_point DISABLE ROW LEVEL SECURITY",
+    "ALTER TABLE ts_series NO FORCE ROW LEVEL SECURITY",
+    "DROP POLICY tenant_rows ON ts_tenant",
     "ALTER TABLE ingest_errors NO FORCE ROW LEVEL SECURITY",
     "DROP POLICY tenant_rows ON cmd_ack",
     "CREATE POLICY mine ON cmd_ack USING (true)",
@@ -225,13 +232,14 @@ def test_worker_cannot_get_around_row_level_security(db: Db, statement: str) -> 
     "CREATE TABLE intruder (x int)",
     "CREATE SCHEMA intruder",
     "CREATE FUNCTION intruder() RETURNS int LANGUAGE sql AS 'SELECT 1'",
-    "ALTER TABLE ts_measure ADD COLUMN intruder text",
+    "ALTER TABLE ts_point ADD COLUMN intruder text",
+    "DROP VIEW ts_measure",
     "ALTER TABLE cmd_ack ALTER COLUMN err TYPE varchar(10)",
     "DROP TABLE device_event",
     "DROP INDEX ingest_errors_ts",
-    "DROP FUNCTION ingest_insert_staged(text[], boolean)",
+    "DROP FUNCTION ingest_series_ids(text[], text[], text[])",
     "TRUNCATE ingest_errors",
-    "CREATE INDEX intruder ON ts_measure (v_num)",
+    "CREATE INDEX intruder ON ts_point (v_num)",
     "ALTER TABLE ingest_errors OWNER TO traksense_worker",
 ])
 def test_worker_cannot_alter_the_schema(db: Db, statement: str) -> None:

@@ -140,3 +140,43 @@ def test_no_tenant_role_reads_or_writes_another_tenants_rows_through_any_relatio
     paths, tried = cross_tenant_paths(database_url, (a, b))
     assert paths == []
     assert "tenant_reader public.ts_measure" in tried
+
+
+def test_a_writer_cannot_block_or_show_another_tenants_point_through_its_series(
+    database_url: str, tenants: tuple[str, str]
+) -> None:
+    """ts_point has no foreign key to ts_series (an index search per point): a writer under A's
+    setting may insert a point numbered A under B's series at B's instant. The point collides with
+    nothing of B's (the key starts with the tenant's number), and ts_measure shows it to nobody."""
+    a, b = tenants
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        (series, instant), = conn.execute(
+            "SELECT s.series_id, now() + interval '1 hour' FROM ts_series s WHERE s.tenant_id = %s", (b,))
+        conn.execute("SET ROLE ingest_writer")
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (a,))
+        conn.execute("INSERT INTO ts_point (tenant_no, series_id, ts, v_num) "
+                     "SELECT t.tenant_no, %s, %s, 666 FROM ts_tenant t", (series, instant))
+        assert conn.execute("SELECT count(*) FROM ts_measure WHERE v_num = 666").fetchone() == (0,)
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (b,))
+        conn.execute("INSERT INTO ts_measure (tenant_id, device_id, point_id, ts, v_num) "
+                     "VALUES (%s, 'd', 'p', %s, 7)", (b, instant))
+        assert conn.execute("SELECT v_num FROM ts_measure WHERE ts = %s", (instant,)).fetchall() == [(7.0,)]
+        conn.execute("RESET ROLE")
+        assert conn.execute("SELECT count(*) FROM ts_measure WHERE v_num = 666").fetchone() == (0,)
+
+
+def test_a_readers_query_of_a_series_uses_the_indexes(database_url: str, tenants: tuple[str, str]) -> None:
+    """The dashboard's query through the view: the tenant's number once (an InitPlan), its series
+    by the series key, its points by the point key; no table scanned."""
+    a, _ = tenants
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET ROLE tenant_reader")
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (a,))
+        conn.execute("SET enable_seqscan = off")  # the tables hold a few rows: any plan is cheap
+        plan = "\n".join(str(r[0]) for r in conn.execute(
+            "EXPLAIN SELECT ts, v_num FROM ts_measure WHERE device_id = 'd' AND point_id = 'p' "
+            "AND ts > now() - interval '1 day'"))
+    assert "InitPlan" in plan
+    assert "ts_series_tenant_id_device_id_point_id_key" in plan
+    assert "ts_point_key" in plan
+    assert "Seq Scan" not in plan

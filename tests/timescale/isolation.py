@@ -66,7 +66,8 @@ ORDER BY 1, 2
 
 
 def store_measures(conn: Conn, tenant: str, when: datetime) -> None:
-    """POINTS rows of `tenant` at `when` in ts_measure, its id in every text column (as the superuser)."""
+    """POINTS rows of `tenant` at `when` through ts_measure (into ts_point, under series of
+    ts_series), its id in every text column (as the superuser)."""
     conn.execute("INSERT INTO ts_measure (tenant_id, device_id, point_id, ts, v_text, unit, meta) "
                  "SELECT %(t)s, %(t)s || '-dev', %(t)s || '-p' || g, %(when)s, %(t)s, %(t)s, "
                  "jsonb_build_object('m', %(t)s::text) FROM generate_series(1, %(n)s) g",
@@ -163,12 +164,39 @@ def rows_with(conn: Conn, reach: Reach, marker: str) -> int | None:
 
 def modelled_row(admin: Conn, reach: Reach, model: str, tenant: str) -> dict[str, Any] | None:
     """A new row of `tenant`, copied from a row of tenant `model` in the same relation (or of any
-    tenant when `model` has none there: a chunk of other tests' rows)."""
-    if "tenant_id" not in reach.columns:
+    tenant when `model` has none there: a chunk of other tests' rows). A tenant is its id where the
+    relation has one, else its number (ts_point and its chunks, under a new series of `tenant`)."""
+    if "tenant_id" in reach.columns:
+        mine = sql.SQL("r.tenant_id = %s")
+    elif "tenant_no" in reach.columns:
+        mine = sql.SQL("r.tenant_no = (SELECT tenant_no FROM ts_tenant WHERE tenant_id = %s)")
+    else:
         return None
-    found = admin.execute(sql.SQL("SELECT to_jsonb(r) FROM {} r ORDER BY r.tenant_id = %s DESC LIMIT 1").format(
-        reach.ident), (model,)).fetchone()
-    return {**found[0], "tenant_id": tenant, "device_id": unique(f"{tenant}-dev-")} if found else None
+    found = admin.execute(sql.SQL("SELECT to_jsonb(r) FROM {} r ORDER BY {} DESC LIMIT 1").format(
+        reach.ident, mine), (model,)).fetchone()
+    if not found:
+        return None
+    if reach.name == "public.ts_tenant":  # a row per tenant, B's is there: a tenant A has not named
+        return {**found[0], "tenant_id": unique(f"{tenant}-")}
+    row = {**found[0], **tenant_columns(admin, tenant, reach.columns)}
+    if "tenant_id" in reach.columns:
+        row["device_id"] = unique(f"{tenant}-dev-")
+    return row
+
+
+def tenant_columns(admin: Conn, tenant: str, columns: tuple[str, ...]) -> dict[str, Any]:
+    """What makes a row `tenant`'s: its id, its number, and (in ts_point) a series of its own."""
+    found = admin.execute("SELECT tenant_no FROM ts_tenant WHERE tenant_id = %s", (tenant,)).fetchone()
+    assert found is not None, f"tenant {tenant} has no number in ts_tenant"
+    picked: dict[str, Any] = {"tenant_no": found[0]} if "tenant_no" in columns else {}
+    if "tenant_id" in columns:
+        picked["tenant_id"] = tenant
+    elif "series_id" in columns:
+        (series,) = admin.execute(
+            "INSERT INTO ts_series (tenant_no, tenant_id, device_id, point_id) VALUES (%s, %s, %s, 'p') "
+            "RETURNING series_id", (found[0], tenant, unique(f"{tenant}-dev-"))).fetchone() or (None,)
+        picked["series_id"] = series
+    return picked
 
 
 def insert_statement(reach: Reach, columns: tuple[str, ...]) -> sql.Composed:

@@ -4,7 +4,8 @@ chunks included, whenever they were made.
 The database lives through the migrations with data in it: rows stored while ts_measure was a
 plain table (made into chunks by migration 0003, after the roles had their grants), chunks made
 by inserts before the isolation migration (0007) granted the roles anew, and chunks made after
-it, by the superuser and by the writer. Tenants' rows are weeks apart, one chunk a week.
+it, by the superuser and by the writer; migration 0011 moved them all into ts_point's chunks. Tenants'
+rows are weeks apart, one chunk a week.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def staged() -> Iterator[tuple[str, tuple[str, str]]]:
 
 def chunks(url: str) -> list[str]:
     with psycopg.connect(url, autocommit=True) as conn:
-        return [str(r[0]) for r in conn.execute("SELECT show_chunks('ts_measure')").fetchall()]
+        return [str(r[0]) for r in conn.execute("SELECT show_chunks('ts_point')").fetchall()]
 
 
 def test_the_rows_lie_in_a_chunk_a_week(staged: tuple[str, tuple[str, str]]) -> None:

@@ -70,7 +70,7 @@ def test_chunks_of_messages_weeks_apart_are_stored_once_and_read_back_by_their_t
 
     with caplog.at_level(logging.INFO, logger="ingest_tasks.store"):
         assert write(store, first).rows["ts_measure"] == 0  # the same chunk redelivered
-    # A chunk's duplicate key is the chunk's copy of ts_measure_key: still a redelivery, written
+    # A chunk's duplicate key is the chunk's copy of ts_point_key: still a redelivery, written
     # again with ON CONFLICT in one go, not message by message as if the database refused data.
     assert "some rows were already stored" in caplog.text
     assert "refused as a whole" not in caplog.text
@@ -80,7 +80,8 @@ def test_chunks_of_messages_weeks_apart_are_stored_once_and_read_back_by_their_t
     rows = seen_by_reader(timescale_url, a, "ts_measure", "ts, point_id, tenant_id, v_num, unit, meta")
     assert rows == [(WEEK1 + timedelta(weeks=w), p, a, w + i / 10, "C", {"fw": "1.2.3"})
                     for w in range(4) for i, p in sorted(enumerate(POINTS), key=lambda ip: ip[1])]
-    (chunks,) = query(timescale_url, "SELECT count(DISTINCT tableoid) FROM ts_measure WHERE tenant_id = %s", (a,))
+    (chunks,) = query(timescale_url, "SELECT count(DISTINCT p.tableoid) FROM ts_point p JOIN ts_tenant t "
+                      "ON t.tenant_no = p.tenant_no WHERE t.tenant_id = %s", (a,))
     assert chunks == (4,)  # a hypertable chunk a week
     assert seen_by_reader(timescale_url, a, "ingest_errors", "reason, payload, chunk_id") == [
         ("invalid_json", b"\xff{not json", first.id)]
@@ -90,12 +91,12 @@ def test_chunks_of_messages_weeks_apart_are_stored_once_and_read_back_by_their_t
 
 
 def test_the_writer_stores_into_chunks_that_give_it_no_privilege(timescale_url: str, store: Store) -> None:
-    """The store writes through ts_measure only: chunks it made, and chunks made before, need no grant."""
+    """The store writes through ts_point only: chunks it made, and chunks made before, need no grant."""
     tenant = unique("tw")
     write(store, Chunk(unique("chunk-"), (telem(tenant, 10), telem(tenant, 0))))
     with psycopg.connect(timescale_url, autocommit=True) as conn:
         granted = conn.execute(
-            "SELECT c::text FROM show_chunks('ts_measure') c "
+            "SELECT c::text FROM show_chunks('ts_point') c "
             "WHERE has_table_privilege('ingest_writer', c, 'SELECT, INSERT') "
             "OR has_any_column_privilege('ingest_writer', c, 'SELECT, INSERT')").fetchall()
     assert granted == []
