@@ -22,7 +22,7 @@ from listener.backoff import REDIS_RETRY
 from listener.backpressure import QueueGate, QueueLimits, QueueLoad
 from listener.chunker import Chunker, ChunkPolicy
 from listener.keepalive import keepalive_options
-from listener.ledger import SentChunks
+from listener.ledger import SentChunks, StagedMessages
 from listener.mqtt import Delivery, Subscriber, SubscriberConfig
 from listener.read_hold import HoldPolicy
 from listener.sender import ChunkSender
@@ -86,7 +86,8 @@ def build(settings: Settings) -> Listener:
         return Subscriber(config, on_delivery, clock=time.time, memory=memory)
 
     stopping = threading.Event()
-    ledger = SentChunks(client)
+    staged = StagedMessages(client, config.client_id)
+    ledger = SentChunks(client, staged.key)
     sender = ChunkSender(create_app(settings), ledger, REDIS_RETRY, wall_clock=time.time, sleep=time.sleep,
                          stopping=stopping.is_set)
     sweeper = LostChunkSweeper(ledger, sender.enqueue, SweepPolicy(settings.resend_after_s), REDIS_RETRY,
@@ -95,7 +96,8 @@ def build(settings: Settings) -> Listener:
     chunker: Chunker[Delivery] = Chunker(ChunkPolicy(settings.batch_size, settings.batch_ms / 1000,
                                                      settings.batch_bytes))
     hold = HoldPolicy(max_buffered(settings), max_buffered_bytes(settings))
-    return Listener(subscriber, chunker, gate, sender, sweeper, hold=hold, stopping=stopping, clock=time.monotonic)
+    return Listener(subscriber, chunker, gate, sender, sweeper, hold=hold, stopping=stopping, clock=time.monotonic,
+                    staged=staged)
 
 
 def main() -> int:

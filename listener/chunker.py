@@ -3,6 +3,9 @@
 The policy is a frozen value; the state (what is waiting, and its bytes) is a separate mutable
 object, so tests are tables of (size, bytes, time). Each item's bytes are given by the caller
 (the listener counts payload + topic); the chunker never looks inside an item.
+
+The oldest `staged` items are already safe elsewhere (`listener.staging`): always a prefix, since
+items are only ever staged all at once, and a chunk is a prefix too; `take_out` never takes them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class Chunker(Generic[T]):
         self._arrived: list[float] = []  # arrival time of each waiting item
         self._sizes: list[int] = []  # bytes of each waiting item
         self.bytes = 0  # of all waiting items
+        self.staged = 0  # the oldest this many items are staged
+        self.taken_staged = 0  # how many of the last chunk taken were staged
 
     def __len__(self) -> int:
         return len(self._items)
@@ -62,15 +67,24 @@ class Chunker(Generic[T]):
         return None
 
     def take_out(self, chosen: Callable[[T], bool]) -> list[T]:
-        """Remove the waiting items `chosen` selects; the others keep their place and arrival time."""
-        rows = list(zip(self._items, self._arrived, self._sizes, strict=True))
+        """Remove the unstaged items `chosen` selects; the others keep their place and arrival time."""
+        s = self.staged
+        rows = list(zip(self._items[s:], self._arrived[s:], self._sizes[s:], strict=True))
         taken = [item for item, _, _ in rows if chosen(item)]
         kept = [row for row in rows if not chosen(row[0])]
-        self._items = [item for item, _, _ in kept]
-        self._arrived = [at for _, at, _ in kept]
-        self._sizes = [size for _, _, size in kept]
+        self._items[s:] = [item for item, _, _ in kept]
+        self._arrived[s:] = [at for _, at, _ in kept]
+        self._sizes[s:] = [size for _, _, size in kept]
         self.bytes = sum(self._sizes)
         return taken
+
+    def unstaged(self) -> list[T]:
+        """The waiting items not staged yet, oldest first."""
+        return self._items[self.staged:]
+
+    def mark_staged(self) -> None:
+        """Every waiting item is staged now."""
+        self.staged = len(self._items)
 
     def take_all(self) -> list[T]:
         return self._take(len(self._items))
@@ -86,6 +100,8 @@ class Chunker(Generic[T]):
 
     def _take(self, count: int) -> list[T]:
         chunk = self._items[:count]
+        self.taken_staged = min(self.staged, count)
+        self.staged -= self.taken_staged
         self.bytes -= sum(self._sizes[:count])
         del self._items[:count], self._arrived[:count], self._sizes[:count]
         return chunk

@@ -17,6 +17,14 @@ instead of 270 KB).
 
 The chunk's id is its Celery task id, which is how a chunk is found in the queue or in kombu's
 `unacked` hash without decoding its body.
+
+Staged messages (`listener.staging`) are acknowledged before their chunk is sent: they wait in a
+Redis list per client id (`StagedMessages`), oldest first. A chunk that holds some of them is
+recorded and takes them off the list in one script (atomic, like MULTI), so a crash leaves each
+either staged or recorded (and a recorded chunk reaches the queue: the sweeper sees to it), never
+both nor neither. The list's entries are numbered from its first ever (the count taken off is kept
+beside it), and a chunk takes off "up to entry N": recording the same chunk again, after a reply
+lost to a dropped connection, takes nothing more off.
 """
 
 from __future__ import annotations
@@ -35,6 +43,20 @@ MAX_RESENDS = 3
 UNACKED = "unacked"  # kombu's hash of delivered, unacknowledged messages
 SCAN_LIMIT = 10  # a longer queue is a backlog that still holds old chunks: look again later
 BATCH = 100  # overdue chunks looked at per sweep
+STAGED_PREFIX = "ingest:listener:staged:"  # + MQTT client id: a list of msgpack [topic, payload, received_at]
+TAKEN_SUFFIX = ":taken"  # + to the list's key: how many entries ever came off it
+
+# KEYS: BODY, SENT, the staged list, its taken count; ARGV: chunk id, body, now, up to which entry.
+RECORD_UNSTAGING = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local taken = tonumber(redis.call('GET', KEYS[4]) or '0')
+local upto = tonumber(ARGV[4])
+if upto > taken then
+  redis.call('LTRIM', KEYS[3], upto - taken, -1)
+  redis.call('SET', KEYS[4], upto)
+end
+"""
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # how every zstd frame starts
 
 Wire = list[list[Any]]
@@ -43,12 +65,20 @@ Wire = list[list[Any]]
 class SentChunks:
     """The listener's side of the ledger: record a chunk, find the lost ones, count resends."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, staged_key: str = "") -> None:
         self._client = client
+        self._staged_keys = [BODY, SENT, staged_key, staged_key + TAKEN_SUFFIX]
+        self._record_unstaging = client.register_script(RECORD_UNSTAGING)
 
-    def record(self, chunk_id: str, wire: Sequence[Sequence[object]], now: float) -> None:
+    def record(self, chunk_id: str, wire: Sequence[Sequence[object]], now: float, staged_upto: int = 0) -> None:
+        """Record the chunk; with `staged_upto`, the staged list's entries before that number come off
+        it in the same step (the chunk holds them)."""
+        body = compress(msgpack.packb(wire, use_bin_type=True))
+        if staged_upto:
+            self._record_unstaging(keys=self._staged_keys, args=[chunk_id, body, now, staged_upto])
+            return
         pipe = self._client.pipeline(transaction=False)
-        pipe.hset(BODY, chunk_id, compress(msgpack.packb(wire, use_bin_type=True)))
+        pipe.hset(BODY, chunk_id, body)
         pipe.zadd(SENT, {chunk_id: now})
         pipe.execute()
 
@@ -76,6 +106,25 @@ class SentChunks:
             return []
         bodies = self._client.hmget(BODY, missing)
         return [(c, unpack_body(b)) for c, b in zip(missing, bodies, strict=True) if isinstance(b, bytes)]
+
+
+class StagedMessages:
+    """Messages acknowledged before their chunk was sent, for one client id, oldest first."""
+
+    def __init__(self, client: redis.Redis, client_id: str) -> None:
+        self._client = client
+        self.key = STAGED_PREFIX + client_id
+
+    def stage(self, wire: Sequence[Sequence[object]]) -> None:
+        self._client.rpush(self.key, *[msgpack.packb(m, use_bin_type=True) for m in wire])
+
+    def left_over(self) -> tuple[int, Wire]:
+        """What a listener staged and did not send before it stopped, and the number of its first entry."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.get(self.key + TAKEN_SUFFIX)
+        pipe.lrange(self.key, 0, -1)
+        taken, entries = pipe.execute()
+        return int(taken or 0), [cast(list[Any], msgpack.unpackb(m, raw=False)) for m in entries]
 
 
 def unpack_body(body: bytes) -> Wire:

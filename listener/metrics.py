@@ -19,6 +19,8 @@ QUEUE_SIZE = Gauge("ingest_queue_size", "Chunks waiting in the broker queue")
 RECEIVED = Counter("ingest_listener_received", "MQTT messages received by the listener")
 CHUNKS_ENQUEUED = Counter("ingest_chunks_enqueued", "Chunks accepted by Redis")
 CHUNKS_RESENT = Counter("ingest_chunks_resent", "Chunks sent again after a worker lost them on the way")
+STAGED = Counter("ingest_listener_staged",
+                 "Messages made safe in Redis and acknowledged before their chunk went out (the broker waited)")
 ENQUEUE_FAILURES = Counter("ingest_enqueue_failures", "Failed attempts to put a chunk in Redis")
 BUFFERED = Gauge("ingest_listener_buffered_messages", "Messages received but not yet enqueued")
 BUFFERED_BYTES = Gauge("ingest_listener_buffered_bytes", "Bytes (payload + topic) received but not yet enqueued")

@@ -34,7 +34,7 @@ class TaskSender(Protocol):
 
 
 class Recorder(Protocol):
-    def record(self, chunk_id: str, wire: Wire, now: float) -> None: ...
+    def record(self, chunk_id: str, wire: Wire, now: float, staged_upto: int = 0) -> None: ...
 
 
 class ChunkSender:
@@ -47,12 +47,15 @@ class ChunkSender:
         self._sleep = sleep
         self._stopping = stopping
 
-    def send(self, chunk_id: str, wire: Wire) -> bool:
-        """Record and enqueue until Redis accepts; False only if asked to stop while Redis is away."""
+    def send(self, chunk_id: str, wire: Wire, staged_upto: int = 0) -> bool:
+        """Record and enqueue until Redis accepts; False only if asked to stop while Redis is away.
+
+        With `staged_upto`, the chunk holds staged messages (`listener.staging`): recording it takes
+        the staged list's entries before that number off the list (again at a retry: nothing more)."""
         failures = 0
         while True:
             try:
-                self._ledger.record(chunk_id, wire, self._wall_clock())
+                self._ledger.record(chunk_id, wire, self._wall_clock(), staged_upto)
                 self.enqueue(chunk_id, wire)
                 return True
             except REDIS_ERRORS as exc:

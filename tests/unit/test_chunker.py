@@ -198,3 +198,20 @@ def test_every_chunk_keeps_within_both_limits_unless_it_is_one_message(
         assert 1 <= len(chunk) <= max_size
         assert len(chunk) == 1 or sum(sizes[i] for i in chunk) <= max_bytes
     assert chunker.bytes == 0
+
+
+def test_staged_items_are_a_prefix_that_chunks_take_first_and_take_out_leaves() -> None:
+    chunker = chunker_with([(0.0, "a", 1), (0.0, "b", 1)], max_size=3)
+    chunker.mark_staged()
+    chunker.add("c", 0.1, 1)
+    chunker.add("d", 0.1, 1)
+    assert chunker.unstaged() == ["c", "d"]
+    assert chunker.take_out(lambda item: item in ("a", "c")) == ["c"]  # "a" is staged: it stays
+    assert chunker.take_due(0.2) == ["a", "b", "d"] and chunker.taken_staged == 2 and chunker.staged == 0
+
+
+def test_a_chunk_shorter_than_the_staged_prefix_leaves_the_rest_staged() -> None:
+    chunker = chunker_with([(0.0, "a", 1), (0.0, "b", 1), (0.0, "c", 1), (0.0, "d", 1)], max_size=3)
+    chunker.mark_staged()
+    assert chunker.take_due(0.0) == ["a", "b", "c"] and chunker.taken_staged == 3
+    assert chunker.staged == 1 and chunker.take_all() == ["d"] and chunker.taken_staged == 1
