@@ -78,6 +78,8 @@ class Listener:
         self._trigger = StagingTrigger(staging, chunker.policy.max_size)
         self._staged_head = 0  # the number of the staged list's entry that the chunker's first staged item is
         self._stranded = False  # a chunk with staged messages could not be sent: send no later staged ones
+        self._left_over_sent = False  # what a previous process staged: nothing is staged before it is sent
+        self._left_over_retry_at = float("-inf")
         self._gate = gate
         self._sender = sender
         self._sweeper = sweeper
@@ -123,6 +125,7 @@ class Listener:
         if self._redelivery.follow(sub.generation, sub.session_present, self._chunker, self._clock()):
             sub.resume_reads()
         self._trigger.follow(sub.generation)
+        self._send_left_over()
         self._drain()
         self._stage_if_due()
         while not self._held() and (chunk := self._chunker.take_due(self._clock())) is not None:
@@ -137,11 +140,18 @@ class Listener:
             self._send_and_ack(self._chunker.take_all(), self._chunker.taken_staged)
 
     def _send_left_over(self) -> None:
-        """Send what a previous process staged and never sent, before anything else is staged."""
-        if self._staged is None:
+        """Send what a previous process staged and never sent, before anything is staged again.
+
+        While Redis is away the listener runs without staging, and looks again at each step."""
+        if self._staged is None or self._left_over_sent or self._clock() < self._left_over_retry_at:
             return
-        head, wire = self._staged.left_over()
-        self._staged_head = head
+        try:
+            head, wire = self._staged.left_over()
+        except REDIS_ERRORS as exc:
+            self._left_over_retry_at = self._clock() + self._trigger.policy.retry_after_s
+            log.warning("cannot read the staged messages a previous listener left (%s); looking again soon", exc)
+            return
+        self._staged_head, self._left_over_sent = head, True
         if wire:
             log.warning("sending %d messages a previous listener staged and did not send", len(wire))
         size = self._chunker.policy.max_size
@@ -176,7 +186,7 @@ class Listener:
 
     def _stage_if_due(self) -> None:
         """Stage every unstaged message held and acknowledge them, when the broker waits for acks."""
-        if self._staged is None or not self._trigger.active:
+        if self._staged is None or not self._trigger.active or not self._left_over_sent:
             return
         now = self._clock()
         if not self._trigger.due(self._unacked(), now) or self._held():
