@@ -19,12 +19,12 @@ pytestmark = pytest.mark.integration
 __all__ = ["broker_listener"]  # the fixture, imported to be used here
 
 SECONDS = 20
-RATES = {"mosquitto": 3000, "rabbitmq": 3000, "ejabberd": 1500}  # messages a second
-# ejabberd 23.01 sends a session one QoS 1 message at a time, whatever Receive Maximum says, and the
-# listener acknowledges a message only once its chunk is in Redis: it cannot keep up there until the
-# listener makes a lone message safe in Redis before its chunk goes out (/work/notes/ejabberd.md).
-# With that, add matrix_param("ejabberd", "5") here; its rate is what one message at a time allows.
-STEADY_BROKERS = [matrix_param("mosquitto", "5"), matrix_param("rabbitmq", "3.1.1")]
+# ejabberd sends a session one QoS 1 message at a time, so the listener stages each in Redis before
+# acking it (listener.staging): ~1,200 a second here; the broker's queue (max_queue, which
+# scripts/brokers.sh raises as docs/brokers.md advises) holds the rest until the listener catches up.
+RATES = {"mosquitto": 3000, "rabbitmq": 3000, "ejabberd": 2000}  # messages a second
+STEADY_BROKERS = [matrix_param("mosquitto", "5"), matrix_param("rabbitmq", "3.1.1"), matrix_param("ejabberd", "5")]
+CATCH_UP_S = 40  # after the last publish: ejabberd's queue drains at the listener's staging rate
 
 
 @pytest.mark.parametrize("broker_listener", STEADY_BROKERS, indirect=True)
@@ -42,8 +42,12 @@ def test_a_steady_load_is_stored_exactly_once_on_one_connection(
         report = publish_steadily(load, unique("test-steady-pub-"))
         assert report.error == "" and report.sent == load.messages == report.acked, report
         assert report.seconds < SECONDS * 1.25, f"the broker slowed the publisher: {report}"
-        wait_until(lambda: count(database_url, "ts_measure", tenant) >= load.messages, 30, 0.5, what="every row")
-        assert scrape(port)["ingest_listener_received_total"] == load.messages  # nothing redelivered
+        wait_until(lambda: count(database_url, "ts_measure", tenant) >= load.messages, CATCH_UP_S, 0.5,
+                   what="every row")
+        metrics = scrape(port)
+        assert metrics["ingest_listener_received_total"] == load.messages  # nothing redelivered
+        if broker.name == "ejabberd":
+            assert metrics["ingest_listener_staged_total"] > 0, "one message in flight: the listener stages"
     finally:
         assert listener.stop() == 0
         worker.stop()
