@@ -205,6 +205,7 @@ class Subscriber:
         self.session_present = False  # whether the broker kept our session at the last connect
         self.connected = threading.Event()
         self._stopping = False
+        self._answered = False  # whether the broker answered this connection's CONNECT
         self.client = self._make_client()
 
     def _make_client(self) -> BatchReadingClient:
@@ -284,10 +285,12 @@ class Subscriber:
 
     def _handle_connect(self, client: mqtt.Client, _userdata: Any, flags: mqtt.ConnectFlags,
                         reason: ReasonCode, _props: Properties | None) -> None:
+        self._answered = True
         if reason.is_failure:
             hint = "; check the user name and password in MQTT_URL" if reason.value in (134, 135) else ""
             log.error("mqtt connect refused: %s%s", reason, hint)
             return
+        self._answered = True
         self.session_present = bool(flags.session_present)
         self.generation += 1
         self.session.connected(self.session_present)
@@ -308,7 +311,13 @@ class Subscriber:
         self.connected.clear()
         self.resume_reads()  # the next connection's CONNACK must be read, whatever is held
         metrics.MQTT_CONNECTED.set(0)
-        if flags.is_disconnect_packet_from_server:
+        answered, self._answered = self._answered, False
+        if not answered and self.config.v5 and not self._stopping:
+            # MQTT 3.1.1 says a server that does not speak the protocol level asked for may close the
+            # connection without a CONNACK; RabbitMQ before 3.13 does so to every MQTT 5 client.
+            log.error("mqtt: the broker closed the connection without answering our MQTT 5 CONNECT (%s); "
+                      "if it speaks only MQTT 3.1.1, set MQTT_PROTOCOL=3.1.1; reconnecting with backoff", reason)
+        elif flags.is_disconnect_packet_from_server:
             said = getattr(props, "ReasonString", "")  # absent unless the broker added one
             self.session.server_disconnected(reason.value, str(reason), said)
         elif self._stopping:
