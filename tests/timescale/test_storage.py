@@ -101,3 +101,15 @@ def test_the_writer_stores_into_chunks_that_give_it_no_privilege(timescale_url: 
             "OR has_any_column_privilege('ingest_writer', c, 'SELECT, INSERT')").fetchall()
     assert granted == []
     assert len(seen_by_reader(timescale_url, tenant, "ts_measure", "ts, point_id")) == 2 * len(POINTS)
+
+
+def test_each_chunk_has_one_index_the_point_key(timescale_url: str, store: Store) -> None:
+    """A stored point costs one index insert: ts_point and its chunks have no index on ts alone
+    (migration 0012 drops the one create_hypertable makes)."""
+    write(store, Chunk(unique("chunk-"), (telem(unique("ti"), 0),)))
+    with psycopg.connect(timescale_url, autocommit=True) as conn:
+        indexes = conn.execute(
+            "SELECT DISTINCT pg_get_indexdef(i.indexrelid) ~ '\\(series_id, ts, tenant_no\\)$', i.indisunique "
+            "FROM pg_index i WHERE i.indrelid = 'ts_point'::regclass "
+            "OR i.indrelid IN (SELECT c FROM show_chunks('ts_point') c)").fetchall()
+    assert indexes == [(True, True)]
