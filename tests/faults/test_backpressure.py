@@ -1,4 +1,4 @@
-"""Scenario 7: workers stopped while 100,000 messages arrive: the listener stays small, the broker
+"""Scenario 7: workers stopped while 60,000 messages arrive: the listener stays small, the broker
 holds the rest, and everything lands once workers return."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_with_workers_stopped_the_listener_stays_bounded_and_everything_lands_la
     listener = rig.start_listener()
     sampler = Sampler(rig, listener.popen.pid)
     sampler.start()
-    load = rig.load(messages=100_000, rate=6_000, points=1).start()
+    load = rig.load(messages=60_000, rate=6_000, points=1).start()
     expected = load.plan.expected()
     load.finish()
     listener.wait_for_log("holding back")  # the listener saw the limit ...
