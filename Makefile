@@ -30,7 +30,7 @@ services:
 migrate: setup
 	$(PY) -m migrations
 
-# Regenerate the lock files from the requirements*.txt inputs (README, "Dependencies"). Pins already
+# Regenerate the lock files from the requirements*.txt inputs (docs/development.md, "Dependencies"). Pins already
 # in a lock are kept unless an input asks otherwise; `make lock LOCK_ARGS=--upgrade` moves every
 # unpinned package to its newest release. Hashes are those of uv's default index (PyPI): uv reads
 # neither pip's configuration nor this machine's local indexes, and the UV_* index variables are

@@ -17,7 +17,7 @@ set -eu
 for name in POSTGRES_DB TRAKSENSE_OWNER_PASSWORD TRAKSENSE_WORKER_PASSWORD TRAKSENSE_DLQ_PASSWORD; do
     eval "value=\${$name:-}"
     if [ -z "$value" ]; then
-        echo "init-roles: $name is not set: set it (see the Security section of README.md)" >&2
+        echo "init-roles: $name is not set: set it (see docs/security.md)" >&2
         exit 1
     fi
 done

@@ -2,7 +2,7 @@
 scripts/make-tls-cert.sh, on a real Mosquitto of the test's own (its own port, its own files).
 
 A device that trusts the script's CA connects and publishes, with paho and with mosquitto_pub as
-the README shows; one that trusts only the system's CAs fails the certificate check, and so does
+docs/security.md shows; one that trusts only the system's CAs fails the certificate check, and so does
 one that dials a name the certificate does not hold. Anonymous access here: the broker's accounts
 are the dynamic security plugin's (tests/integration/test_mqtt_security.py), the same on 8883.
 """

@@ -1,5 +1,5 @@
 """What TimescaleDB 2.28.3 refuses on ts_point (the hypertable under the ts_measure view) because
-it has row-level security: the facts the README's TimescaleDB section states, checked on the test
+it has row-level security: the facts docs/storage.md states, checked on the test
 cluster so an upgrade that changes them is noticed. Each refusal leaves the hypertable as it was."""
 
 from __future__ import annotations
