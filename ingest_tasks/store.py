@@ -68,9 +68,6 @@ INSERT_POINTS = """
 SELECT ingest_insert_points(%b::text[], %b::int4[], %b::int8[], %b::timestamptz[], %b::float8[],
                             %b::bool[], %b::text[], %b::text[], %b::text[], %b)
 """
-# Nothing is staged any more (the points go as arrays); ingest_tasks/dlq/queries.py still runs this
-# once per replay, as the writer.
-CREATE_STAGE = "SELECT 1"
 # A series id takes ~200 bytes of the cache; past this many the cache starts again empty.
 MAX_CACHED_SERIES = 500_000
 UPSERT_ACK = """

@@ -30,7 +30,6 @@ from ingest_tasks.errors import Blame
 from ingest_tasks.pipeline import Accepted, process_message
 from ingest_tasks.postgres import CONNECT_TIMEOUT_S, with_keepalives
 from ingest_tasks.store import (
-    CREATE_STAGE,
     WRITER_ROLE,
     Refusal,
     blame_of,
@@ -168,9 +167,6 @@ def replay_dead_letters(
     """
     total, last_id = count_and_last(conn, flt)
     counts, after = ReplayCounts(), 0
-    with conn.transaction():
-        conn.execute(SET_WRITER)
-        conn.execute(CREATE_STAGE)  # owned by the writer, which fills it
     chunk_id = f"replay-{uuid.uuid4().hex}"
     while True:
         with conn.transaction():
