@@ -49,20 +49,33 @@ def encode(values: Sequence[V | None], element: int, piece: Callable[[V], bytes]
     return HEADER.pack(1, has_null, element, len(values), 1) + b"".join(pieces)
 
 
+def fixed(values: Sequence[V | None], element: int, code: str, width: int, piece: Callable[[V], bytes]) -> bytes:
+    """`encode` for a fixed-width type: without NULLs, one struct.pack of the whole array.
+
+    Why: a chunk's series ids and numbers are mostly distinct, so `encode` packs each one in
+    Python; this packs them all in one C call (about 1 µs a message less for each such column).
+    """
+    if None in values:
+        return encode(values, element, piece)
+    fields: list[object] = [width] * (2 * len(values))
+    fields[1::2] = values
+    return HEADER.pack(1, 0, element, len(values), 1) + struct.pack(">" + ("i" + code) * len(values), *fields)
+
+
 def bools(values: Sequence[bool | None]) -> bytes:
     return encode(values, BOOL, lambda v: _BOOL.pack(1, v))
 
 
 def int4s(values: Sequence[int | None]) -> bytes:
-    return encode(values, INT4, lambda v: _INT4.pack(4, v))
+    return fixed(values, INT4, "i", 4, lambda v: _INT4.pack(4, v))
 
 
 def int8s(values: Sequence[int | None]) -> bytes:
-    return encode(values, INT8, lambda v: _INT8.pack(8, v))
+    return fixed(values, INT8, "q", 8, lambda v: _INT8.pack(8, v))
 
 
 def float8s(values: Sequence[float | None]) -> bytes:
-    return encode(values, FLOAT8, lambda v: _FLOAT8.pack(8, v))
+    return fixed(values, FLOAT8, "d", 8, lambda v: _FLOAT8.pack(8, v))
 
 
 def texts(values: Sequence[str | None]) -> bytes:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from psycopg.adapt import PyFormat, Transformer
 
 from ingest_tasks import wire_arrays
@@ -22,6 +25,7 @@ def psycopg_binary(values: Sequence[Any], oid: int) -> bytes:
 
 @pytest.mark.parametrize(("encode", "values", "oid"), [
     pytest.param(wire_arrays.float8s, [1.5, None, 1.5, -0.0, float("inf")], 1022, id="float8 with null and repeats"),
+    pytest.param(wire_arrays.float8s, [1.5, 1.5, -0.0, float("nan"), 2.0**-1074], 1022, id="float8 without null"),
     pytest.param(wire_arrays.texts, ["C", None, "é", "C", ""], 1009, id="text utf-8, empty, repeats"),
     pytest.param(wire_arrays.bools, [True, None, False], 1000, id="bool"),
     pytest.param(wire_arrays.timestamptzs, [WHEN, WHEN, datetime(1999, 12, 31, tzinfo=UTC)], 1185,
@@ -58,3 +62,19 @@ def test_an_array_of_nulls_keeps_its_element_type() -> None:
 def test_text_that_is_not_utf8_is_refused_before_sending() -> None:
     with pytest.raises(UnicodeEncodeError):
         wire_arrays.texts(["\udcff"])
+
+
+INT8 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+INT4 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
+
+
+@given(st.lists(st.none() | INT8, max_size=50), st.lists(st.none() | INT4, max_size=50),
+       st.lists(st.none() | st.floats(allow_nan=False), max_size=50))
+def test_the_one_call_packing_of_fixed_width_arrays_equals_packing_element_by_element(
+    int8s: list[int | None], int4s: list[int | None], float8s: list[float | None],
+) -> None:
+    """Without NULLs `fixed` packs the whole array in one call; with them it falls back to `encode`."""
+    assert wire_arrays.int8s(int8s) == wire_arrays.encode(int8s, wire_arrays.INT8, lambda v: struct.pack(">iq", 8, v))
+    assert wire_arrays.int4s(int4s) == wire_arrays.encode(int4s, wire_arrays.INT4, lambda v: struct.pack(">ii", 4, v))
+    assert wire_arrays.float8s(float8s) == wire_arrays.encode(float8s, wire_arrays.FLOAT8,
+                                                              lambda v: struct.pack(">id", 8, v))
