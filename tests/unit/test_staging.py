@@ -35,9 +35,10 @@ def test_a_new_connection_probes_before_its_first_staging(quiet: float, due: boo
     assert t.due(1, 1.0 + quiet) is due
 
 
-def test_after_the_probe_one_message_at_a_time_is_staged_after_the_short_quiet() -> None:
+def test_after_the_probes_one_message_at_a_time_is_staged_after_the_short_quiet() -> None:
     t = trigger()
-    stage_once(t, 1.0)
+    stage_once(t, 1.0)  # the first probe finds a window of 1 (from nothing): probe again
+    stage_once(t, 1.5)  # the second finds no more: the short quiet from now on
     t.arrived(2.0)
     assert t.due(1, 2.125) is False  # ejabberd: one in flight; a little longer to be sure
     assert t.wait_s(1, 2.125) == 0.125
@@ -112,3 +113,16 @@ def test_deliveries_wake_the_loop_near_the_window(window_seen: int, unacked: int
 def test_an_invalid_policy_is_refused(policy: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="invalid staging policy"):
         StagingPolicy(**policy)  # type: ignore[arg-type]
+
+
+def test_a_probe_that_found_a_larger_window_is_followed_by_another_and_one_that_did_not_is_not() -> None:
+    t = trigger()
+    t.arrived(1.0)
+    assert t.due(5, 2.0)  # the first probe: five arrived before it went quiet
+    t.staged()
+    t.arrived(3.0)
+    assert t.due(5, 3.0 + POLICY.quiet_s) is False  # the window grew (0 -> 5): this one probes too
+    assert t.due(5, 3.0 + POLICY.probe_quiet_s)
+    t.staged()  # it found no more than 5
+    t.arrived(5.0)
+    assert t.due(5, 5.0 + POLICY.quiet_s)  # so the short quiet is back
