@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
 
-import redis
-
 from bench import ceiling, database
 from bench.procstats import Roles, children, pids_named
 from bench.services import VENV_BIN, Service
@@ -277,7 +275,3 @@ class Ceiling(Design):
 
 
 DESIGN_CLASSES: dict[str, type[Design]] = {"ours": Ours, "naive": Naive, "ceiling": Ceiling}
-
-
-def flush_redis(url: str) -> None:
-    redis.Redis.from_url(url).flushdb()
