@@ -69,23 +69,37 @@ def packet(command: int, body: bytes) -> bytes:
     return bytes([command]) + varint(len(body)) + body
 
 
-class Connection:
-    """One MQTT 3.1.1 session (clean, no keep-alive) that publishes at QoS 1 and counts PUBACKs."""
+def connect_packet(client_id: str, username: str | None = None, password: str | None = None) -> bytes:
+    """CONNECT, MQTT 3.1.1: clean session, keep-alive 0 (off), the client id, a login if given."""
+    def field(text: str) -> bytes:
+        data = text.encode()
+        return struct.pack("!H", len(data)) + data
 
-    def __init__(self, job: PublisherJob) -> None:
-        self.sock = socket.create_connection((job.host, job.port), timeout=CONNECT_TIMEOUT_S)
+    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    body = b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x00" + field(client_id)
+    body += (field(username) if username is not None else b"") + (field(password) if password is not None else b"")
+    return packet(0x10, body)
+
+
+class Connection:
+    """One MQTT 3.1.1 session (clean, no keep-alive) that publishes at QoS 1 and counts PUBACKs.
+
+    Also the steady-load tests' publisher (`tests.steady_publisher`), which logs in."""
+
+    def __init__(self, host: str, port: int, client_id: str, username: str | None = None,
+                 password: str | None = None) -> None:
+        self.sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client_id = job.client_id.encode()
-        # protocol name, level 4, flags: clean session; keep-alive 0 (off); the client id
-        connect = b"\x00\x04MQTT\x04\x02\x00\x00" + struct.pack("!H", len(client_id)) + client_id
-        self.sock.sendall(packet(0x10, connect))
+        self.sock.sendall(connect_packet(client_id, username, password))
         self._rest = b""
         self.inflight = 0
+        self.acked = 0
         self._connack = False
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         while not self._connack:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"publisher {job.index}: no CONNACK within {CONNECT_TIMEOUT_S:.0f} s")
+                raise RuntimeError(f"publisher {client_id}: no CONNACK from {host}:{port} within "
+                                   f"{CONNECT_TIMEOUT_S:.0f} s")
             self.read(0.1)
         self.sock.setblocking(False)
         self._next_id = 0
@@ -126,6 +140,7 @@ class Connection:
                 break
             if command == PUBACK:
                 self.inflight -= 1
+                self.acked += 1
             elif command == CONNACK:
                 if buf[pos + 3] != 0:
                     raise RuntimeError(f"publisher: connection refused, return code {buf[pos + 3]}")
@@ -146,7 +161,7 @@ def cpu_seconds() -> float:
 
 def run(job: PublisherJob, connected: Semaphore, go: Event, reports: Queue[PublisherReport]) -> None:
     """Process entry point: connect, wait for `go`, publish the share, wait for every PUBACK."""
-    conn = Connection(job)
+    conn = Connection(job.host, job.port, job.client_id)
     connected.release()
     go.wait()
     started, cpu0 = time.time(), cpu_seconds()

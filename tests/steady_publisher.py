@@ -2,7 +2,7 @@
 
 Every broker of the matrix speaks 3.1.1 (RabbitMQ 3.10's MQTT plugin speaks nothing else), and
 ejabberd and the test-owned RabbitMQ require a user name and password, which the benchmark's
-publisher (`bench.publisher`, whose framing this reuses) does not send. It runs in a process
+publisher (`bench.publisher`, whose connection this uses) does not send. It runs in a process
 of its own, so its CPU does not slow the test's polling. Message `i` goes to device
 `i % devices` with its own millisecond `ts` (strictly increasing per device), so every message
 is exactly one `ts_measure` row and the row count tells a lost message.
@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
-import select
-import socket
-import struct
 import time
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 
 import orjson
 
-from bench.publisher import CONNACK, PUBACK, packet, varint
+from bench.publisher import Connection
 
 CONNECT_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 60.0
@@ -62,64 +59,6 @@ def payload(index: int, devices: int) -> bytes:
     return orjson.dumps({"schema": "v1", "ts": ts, "points": [{"name": "n", "t": "int", "v": index}]})
 
 
-def connect_packet(client_id: str, username: str | None, password: str | None) -> bytes:
-    def field(text: str) -> bytes:
-        data = text.encode()
-        return struct.pack("!H", len(data)) + data
-
-    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
-    body = b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x00" + field(client_id)  # keep-alive off
-    body += (field(username) if username is not None else b"") + (field(password) if password is not None else b"")
-    return packet(0x10, body)
-
-
-class Connection:
-    """A clean 3.1.1 session that publishes at QoS 1 and counts PUBACKs."""
-
-    def __init__(self, load: SteadyLoad, client_id: str) -> None:
-        self.sock = socket.create_connection((load.host, load.port), timeout=CONNECT_TIMEOUT_S)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.sendall(connect_packet(client_id, load.username, load.password))
-        self.acked = 0
-        self._rest = b""
-        self._connack = False
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        while not self._connack:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no CONNACK from {load.host}:{load.port} within {CONNECT_TIMEOUT_S:.0f} s")
-            self.read(0.1)
-        self.sock.setblocking(False)
-
-    def read(self, timeout: float) -> None:
-        readable, _, _ = select.select([self.sock], [], [], timeout)
-        if not readable:
-            return
-        try:
-            data = self.sock.recv(65_536)
-        except BlockingIOError:
-            return
-        if not data:
-            raise RuntimeError("the broker closed the publisher's connection")
-        buf, pos = self._rest + data, 0
-        while len(buf) - pos >= 2 and len(buf) - pos >= 2 + buf[pos + 1]:  # CONNACK, PUBACK: short
-            if buf[pos] == PUBACK:
-                self.acked += 1
-            elif buf[pos] == CONNACK:
-                if buf[pos + 3] != 0:
-                    raise RuntimeError(f"the broker refused the publisher: return code {buf[pos + 3]}")
-                self._connack = True
-            pos += 2 + buf[pos + 1]
-        self._rest = buf[pos:]
-
-    def send(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[self.sock.send(view):]
-            except BlockingIOError:
-                self.read(0.01)
-
-
 def publish_paced(load: SteadyLoad, conn: Connection) -> int:
     topics = [f"{load.prefix}/{load.tenant}/s1/d{d}/telem".encode() for d in range(load.devices)]
     t0, sent, total = time.monotonic(), 0, load.messages
@@ -128,17 +67,11 @@ def publish_paced(load: SteadyLoad, conn: Connection) -> int:
         while due - conn.acked > WINDOW:
             conn.read(0.05)
             due = min(total, int((time.monotonic() - t0) * load.rate) + 1)
-        batch = [publish_packet(topics[i % load.devices], i, payload(i, load.devices)) for i in range(sent, due)]
+        batch = [conn.publish_packet(topics[i % load.devices], payload(i, load.devices)) for i in range(sent, due)]
         conn.send(b"".join(batch))
         sent = due
         conn.read(max(0.0, t0 + sent / load.rate - time.monotonic()) if sent < total else 0)
     return sent
-
-
-def publish_packet(topic: bytes, index: int, data: bytes) -> bytes:
-    mid = index % 65_535 + 1  # ids in flight never wrap: WINDOW < 65,535
-    body = struct.pack("!H", len(topic)) + topic + struct.pack("!H", mid) + data
-    return b"\x32" + varint(len(body)) + body
 
 
 def run(load: SteadyLoad, client_id: str, reports: Queue[SteadyReport]) -> None:
@@ -146,15 +79,13 @@ def run(load: SteadyLoad, client_id: str, reports: Queue[SteadyReport]) -> None:
     sent = 0
     started = time.monotonic()
     try:
-        conn = Connection(load, client_id)
+        conn = Connection(load.host, load.port, client_id, load.username, load.password)
         started = time.monotonic()
         sent = publish_paced(load, conn)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while conn.acked < sent and time.monotonic() < deadline:
             conn.read(0.1)
-        conn.sock.setblocking(True)
-        conn.sock.sendall(b"\xe0\x00")  # DISCONNECT
-        conn.sock.close()
+        conn.close()
         reports.put(SteadyReport(sent, conn.acked, time.monotonic() - started))
     except (OSError, RuntimeError) as exc:
         reports.put(SteadyReport(sent, 0, time.monotonic() - started, f"{type(exc).__name__}: {exc}"))
