@@ -1,21 +1,25 @@
 """The SQL of storing chunks (the DLQ tooling's is in dlq/queries.py).
 
-Writes a chunk's outcomes in one transaction: measurements as one array a column into
-`ingest_insert_points` (migration 0011), which inserts them into ts_point tenant by tenant, acks
-upserted, events inserted, rejects dead-lettered under a per-chunk key so a retried chunk never
-adds its DLQ rows twice. Every tenant's rows are written with `app.tenant_id` set to that tenant,
+Writes a chunk's outcomes in one transaction: each message's points as one reading (the device,
+the instant, its points' series, values and units in arrays, its meta once) into
+`ingest_insert_readings` (migration 0013), one array of readings a chunk, inserted tenant by
+tenant; acks upserted, events inserted, rejects dead-lettered under a per-chunk key so a retried
+chunk never adds its DLQ rows twice. Every tenant's rows are written with `app.tenant_id` set to that tenant,
 as the non-superuser writer role, so RLS checks each row.
 
-A point is stored under the integer id of its series (tenant, device, point). The ids are cached
-per process (`SeriesIds`); a chunk's unknown series are created or looked up by one call
-(`ingest_series_ids`) in the chunk's transaction, and cached only once that transaction has
+A point is stored under the integer id of its series (tenant, device, point), a reading under its
+device's. The ids are cached per process (`SeriesIds`); a chunk's unknown series are created or
+looked up by one call (`ingest_series`) in the chunk's transaction, and cached only once that transaction has
 committed, so an id from a rolled-back transaction is never used. Series are never deleted.
 
-Idempotency: a row already stored is never stored again. The first try is a plain INSERT: no
-conflict check, which costs PostgreSQL a second search of the unique index for every row (a
-third of its CPU per row here). If a row is already there (a redelivered chunk or message) the
-unique index refuses it, the transaction is rolled back, and the chunk is written again with
-`ON CONFLICT DO NOTHING`, as are the chunks of the next `CONFLICT_HOLD_S` seconds.
+Idempotency: a point already stored is never stored again. A message names a point at most once
+in its reading (the first of a repeated name is kept, as a conflict check would keep it). The
+first try is a plain INSERT: no conflict check, which costs PostgreSQL a second search of the
+unique index for every reading. If a reading of that device and instant is already there (a
+redelivered chunk or message, or another message of the same instant) the unique index refuses
+it, the transaction is rolled back, and the chunk is written again checking for conflicts (the
+points a stored reading lacks are stored apart, migration 0013), as are the chunks of the next
+`CONFLICT_HOLD_S` seconds.
 
 Translates psycopg's failures by SQLSTATE (`errors.blame`): a refusal of one message's rows makes
 that message `db_rejected` (found by writing the chunk again in savepoints, halving each refused
@@ -31,11 +35,14 @@ statement and a lock timeout, so a hung server or a lock held elsewhere ends in 
 from __future__ import annotations
 
 import logging
+import struct
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import accumulate
 from typing import TypeVar, cast
 
@@ -62,12 +69,10 @@ STATEMENT_TIMEOUT_S = 60
 LOCK_TIMEOUT_S = 10
 # What psycopg raises when the database, or psycopg itself before sending, refuses a statement.
 Refusal = (psycopg.Error, UnicodeEncodeError)
-SERIES_IDS = "SELECT i, series_id FROM ingest_series_ids(%b::text[], %b::text[], %b::text[])"
-# (tenants, upto, series, ts, v_num, v_bool, v_text, unit, meta, check_conflicts) -> rows added
-INSERT_POINTS = """
-SELECT ingest_insert_points(%b::text[], %b::int4[], %b::int8[], %b::timestamptz[], %b::float8[],
-                            %b::bool[], %b::text[], %b::text[], %b::text[], %b)
-"""
+SERIES_IDS = "SELECT i, series_id, device_no FROM ingest_series(%b::text[], %b::text[], %b::text[])"
+# (tenants, upto, readings, check_conflicts) -> points added
+INSERT_READINGS = "SELECT ingest_insert_readings(%b::text[], %b::int4[], %b::ingest_reading[], %b)"
+READING_TYPE = "SELECT 'ingest_reading'::regtype::oid"
 # A series id takes ~200 bytes of the cache; past this many the cache starts again empty.
 MAX_CACHED_SERIES = 500_000
 UPSERT_ACK = """
@@ -91,6 +96,7 @@ SET_TENANT = "SELECT set_config('app.tenant_id', %s, true)"
 SET_TIMEOUTS = f"SET statement_timeout = '{STATEMENT_TIMEOUT_S}s'; SET lock_timeout = '{LOCK_TIMEOUT_S}s'"
 CONFLICT_HOLD_S = 60.0  # after a chunk met rows already stored, check for conflicts this long
 SeriesKey = tuple[str, str, str]  # tenant, device, point
+SeriesNumbers = tuple[int, int]  # series_id, device_no
 
 
 @dataclass
@@ -99,17 +105,18 @@ class WriteResult:
 
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     dead: list[Rejected] = field(default_factory=list)
-    series: dict[SeriesKey, int] = field(default_factory=dict)  # ids this transaction looked up
+    series: dict[SeriesKey, SeriesNumbers] = field(default_factory=dict)  # looked up by this transaction
 
 
 class SeriesIds:
-    """The series ids this process knows to be committed: (tenant, device, point) -> id."""
+    """The series this process knows to be committed: (tenant, device, point) -> (series id, device
+    number)."""
 
     def __init__(self, limit: int = MAX_CACHED_SERIES) -> None:
-        self.known: dict[SeriesKey, int] = {}
+        self.known: dict[SeriesKey, SeriesNumbers] = {}
         self._limit = limit
 
-    def learn(self, committed: dict[SeriesKey, int]) -> None:
+    def learn(self, committed: dict[SeriesKey, SeriesNumbers]) -> None:
         if len(self.known) + len(committed) > self._limit:
             self.known.clear()
         self.known.update(committed)
@@ -281,7 +288,7 @@ class Apart:
     chunk_id: str
     series_ids: SeriesIds
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    series: dict[SeriesKey, int] = field(default_factory=dict)
+    series: dict[SeriesKey, SeriesNumbers] = field(default_factory=dict)
     refused: list[Rejected] = field(default_factory=list)
     stored: int = 0
     unsure: BaseException | None = None  # the last refusal of a kind errors.blame cannot place
@@ -326,7 +333,7 @@ def write_outcomes(
     result = WriteResult(dead=rejected)
     with conn.cursor() as cur:
         known = series_ids.known if series_ids is not None else {}
-        result.rows["ts_measure"] += insert_points(cur, accepted, known, result.series, check_conflicts)
+        result.rows["ts_measure"] += insert_readings(cur, accepted, known, result.series, check_conflicts)
         for tenant, messages in by_tenant(m for m in accepted if m.acks or m.events).items():
             cur.execute(SET_TENANT, (tenant,))
             result.rows["cmd_ack"] += upsert_acks(cur, messages)
@@ -341,9 +348,10 @@ def write_outcomes(
 
 
 def already_stored(exc: psycopg.errors.UniqueViolation) -> bool:
-    """Whether a measurement row is already stored: a duplicate on `ts_point_key`, or on the
-    copy of it that TimescaleDB gives each chunk (`_hyper_2_1_chunk_ts_point_key`)."""
-    return (exc.diag.constraint_name or "").endswith("ts_point_key")
+    """Whether a reading of that device and instant is already stored: a duplicate on
+    `ts_reading_key`, or on the copy of it that TimescaleDB gives each chunk
+    (`_hyper_3_1_chunk_ts_reading_key`)."""
+    return (exc.diag.constraint_name or "").endswith("ts_reading_key")
 
 
 def refused(message: Accepted, exc: BaseException, chunk_id: str) -> Rejected:
@@ -370,41 +378,110 @@ def by_tenant(items: Iterable[T]) -> dict[str | None, list[T]]:
     return groups
 
 
-def insert_points(
-    cur: psycopg.Cursor[tuple[object, ...]], accepted: Sequence[Accepted], known: dict[SeriesKey, int],
-    looked_up: dict[SeriesKey, int], check_conflicts: bool,
+def insert_readings(
+    cur: psycopg.Cursor[tuple[object, ...]], accepted: Sequence[Accepted], known: dict[SeriesKey, SeriesNumbers],
+    looked_up: dict[SeriesKey, SeriesNumbers], check_conflicts: bool,
 ) -> int:
-    """Insert the measurements, one array a column, grouped by tenant; the rows added. The arrays
-    are encoded here (wire_arrays): psycopg's list dumper cost the worker ~10 µs a message."""
+    """Insert each message's points as one reading, the readings grouped by tenant; the points
+    added. The readings are encoded here (wire_arrays): psycopg's dumpers cost the worker ~10 µs
+    a message."""
     groups = by_tenant(m for m in accepted if m.measures)
     if not groups:
         return 0
-    rows = [row for messages in groups.values() for m in messages for row in m.measures]
-    upto = list(accumulate(sum(len(m.measures) for m in messages) for messages in groups.values()))
-    ids = series_of(cur, rows, known, looked_up)
-    _, _, _, stamps, nums, bools, texts, units, metas = zip(*rows, strict=True)
-    cur.execute(INSERT_POINTS, (
-        list(groups), Encoded(wire_arrays.int4s(upto)), Encoded(wire_arrays.int8s(ids)),
-        Encoded(wire_arrays.timestamptzs(stamps)), Encoded(wire_arrays.float8s(nums)),
-        Encoded(wire_arrays.bools(bools)), Encoded(wire_arrays.texts(texts)),
-        Encoded(wire_arrays.texts(units)), Encoded(wire_arrays.texts(metas)), check_conflicts,
+    messages = [m for group in groups.values() for m in group]
+    upto = list(accumulate(len(group) for group in groups.values()))
+    numbers = series_of(cur, [row for m in messages for row in m.measures], known, looked_up)
+    readings = []
+    seen = Repeats()
+    at = 0
+    for m in messages:
+        readings.append(reading(m.measures, numbers[at : at + len(m.measures)], seen))
+        at += len(m.measures)
+    cur.execute(INSERT_READINGS, (
+        list(groups), Encoded(wire_arrays.int4s(upto)),
+        Encoded(wire_arrays.records(reading_type(cur.connection), readings)), check_conflicts,
     ))
     (added,) = cur.fetchone() or (0,)
     return cast(int, added)
 
 
+_INT8 = struct.Struct(">q")
+
+
+# A reading's first fields: their count; the device number's type OID, length and value; the
+# instant's type OID and length (its value follows).
+_READING_HEAD = struct.Struct(">iIiqIi")
+READING_FIELDS = 8
+
+
+@dataclass
+class Repeats:
+    """The encodings of a chunk's instants, units and metas, which repeat across its messages: one
+    dict each, so no value of one kind is ever taken for another's."""
+
+    stamps: dict[datetime, bytes] = field(default_factory=dict)
+    units: dict[tuple[str | None, ...], bytes] = field(default_factory=dict)
+    metas: dict[str | None, bytes] = field(default_factory=dict)
+
+
+def reading(rows: Sequence[MeasureRow], numbers: Sequence[SeriesNumbers], seen: Repeats) -> bytes:
+    """One message's reading, an `ingest_reading` in binary: device number, instant, series ids
+    and values (a point the message names twice: its first value), the message's meta once. A
+    column of NULLs is sent as NULL."""
+    series = [number for number, _ in numbers]
+    if len(set(series)) < len(series):
+        kept = sorted({number: i for i, number in reversed(list(enumerate(series)))}.values())
+        rows, series = [rows[i] for i in kept], [series[i] for i in kept]
+    _, _, _, stamps, nums, bools, texts, units, metas = zip(*rows, strict=True)
+    stamp = seen.stamps.get(stamps[0])
+    if stamp is None:
+        stamp = seen.stamps[stamps[0]] = _INT8.pack((stamps[0] - wire_arrays.PG_EPOCH) // wire_arrays.MICROSECOND)
+    unit = seen.units.get(units)
+    if unit is None:
+        unit = seen.units[units] = wire_arrays.field(
+            wire_arrays.TEXT_ARRAY, None if units.count(None) == len(units) else wire_arrays.texts(units))
+    meta = seen.metas.get(metas[0])
+    if meta is None:
+        meta = seen.metas[metas[0]] = wire_arrays.field(
+            wire_arrays.JSONB, None if metas[0] is None else wire_arrays.jsonb(metas[0]))
+    points = len(rows)
+    return b"".join((
+        _READING_HEAD.pack(READING_FIELDS, wire_arrays.INT8, 8, numbers[0][1], wire_arrays.TIMESTAMPTZ, 8),
+        stamp,
+        wire_arrays.field(wire_arrays.INT8_ARRAY, wire_arrays.int8s(series)),
+        wire_arrays.field(wire_arrays.FLOAT8_ARRAY, None if nums.count(None) == points else wire_arrays.float8s(nums)),
+        wire_arrays.field(wire_arrays.BOOL_ARRAY, None if bools.count(None) == points else wire_arrays.bools(bools)),
+        wire_arrays.field(wire_arrays.TEXT_ARRAY, None if texts.count(None) == points else wire_arrays.texts(texts)),
+        unit,
+        meta,
+    ))
+
+
+# The type's OID differs from database to database: asked once per connection.
+_reading_types: weakref.WeakKeyDictionary[psycopg.Connection[tuple[object, ...]], int] = weakref.WeakKeyDictionary()
+
+
+def reading_type(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    oid = _reading_types.get(conn)
+    if oid is None:
+        row = conn.execute(READING_TYPE).fetchone()
+        oid = _reading_types[conn] = cast(int, row[0] if row else 0)
+    return oid
+
+
 def series_of(
-    cur: psycopg.Cursor[tuple[object, ...]], rows: Sequence[MeasureRow], known: dict[SeriesKey, int],
-    looked_up: dict[SeriesKey, int],
-) -> list[int]:
-    """Each row's series id: from `known`, or looked up (created if need be) into `looked_up`."""
+    cur: psycopg.Cursor[tuple[object, ...]], rows: Sequence[MeasureRow], known: dict[SeriesKey, SeriesNumbers],
+    looked_up: dict[SeriesKey, SeriesNumbers],
+) -> list[SeriesNumbers]:
+    """Each row's series id and device number: from `known`, or looked up (created if need be)
+    into `looked_up`."""
     keys = [row[:3] for row in rows]
     missing = sorted({key for key in keys if key not in known and key not in looked_up})
     if missing:
         tenants, devices, points = (list(column) for column in zip(*missing, strict=True))
         cur.execute(SERIES_IDS, (tenants, devices, points))
-        for i, series_id in cur.fetchall():
-            looked_up[missing[cast(int, i) - 1]] = cast(int, series_id)
+        for i, series_id, device_no in cur.fetchall():
+            looked_up[missing[cast(int, i) - 1]] = (cast(int, series_id), cast(int, device_no))
     return [known[key] if key in known else looked_up[key] for key in keys]
 
 

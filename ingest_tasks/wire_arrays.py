@@ -1,6 +1,7 @@
-"""One-dimensional arrays in PostgreSQL's binary wire format (what `array_recv` reads).
+"""One-dimensional arrays and records in PostgreSQL's binary wire format (what `array_recv` and
+`record_recv` read).
 
-Owns the encoding of a chunk's columns for `store.insert_points`; knows nothing of connections.
+Owns the encoding of a chunk's readings for `store.insert_readings`; knows nothing of connections.
 Why not psycopg's own list dumper: it dumps element by element through a dumper object, about
 0.4-0.75 µs an element, which was most of a worker's cost of sending a chunk's points. Here an
 element costs a dict lookup: the pieces of equal values are encoded once (a chunk's unit, meta
@@ -11,12 +12,14 @@ and PostgreSQL refuses text holding NUL; both are a data error of the message th
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Hashable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-BOOL, INT4, INT8, TEXT, FLOAT8, TIMESTAMPTZ = 16, 23, 20, 25, 701, 1184  # element type OIDs (pg_type)
+BOOL, INT4, INT8, TEXT, FLOAT8, TIMESTAMPTZ, JSONB = 16, 23, 20, 25, 701, 1184, 3802  # type OIDs (pg_type)
+BOOL_ARRAY, INT8_ARRAY, TEXT_ARRAY, FLOAT8_ARRAY = 1000, 1016, 1009, 1022
 
 HEADER = struct.Struct(">iiIii")  # dimensions, has nulls, element type, length, lower bound
 NULL = struct.pack(">i", -1)
@@ -28,6 +31,7 @@ _BOOL = struct.Struct(">i?")
 _INT4 = struct.Struct(">ii")
 _INT8 = struct.Struct(">iq")
 _FLOAT8 = struct.Struct(">id")
+_FIELD_NULL = struct.Struct(">Ii")  # a record's field: type OID, length
 
 V = TypeVar("V", bound=Hashable)
 
@@ -59,7 +63,14 @@ def fixed(values: Sequence[V | None], element: int, code: str, width: int, piece
         return encode(values, element, piece)
     fields: list[object] = [width] * (2 * len(values))
     fields[1::2] = values
-    return HEADER.pack(1, 0, element, len(values), 1) + struct.pack(">" + ("i" + code) * len(values), *fields)
+    return _fixed_array(code, len(values)).pack(1, 0, element, len(values), 1, *fields)
+
+
+@functools.lru_cache(maxsize=512)
+def _fixed_array(code: str, length: int) -> struct.Struct:
+    """The header and `length` elements of type `code` (a reading's arrays are a few elements
+    long: packed in one call, its format parsed once)."""
+    return struct.Struct(">iiIii" + ("i" + code) * length)
 
 
 def bools(values: Sequence[bool | None]) -> bytes:
@@ -90,3 +101,24 @@ def _text(value: str) -> bytes:
 def timestamptzs(values: Sequence[datetime | None]) -> bytes:
     """Aware datetimes, as microseconds since 2000-01-01 UTC (PostgreSQL's integer timestamps)."""
     return encode(values, TIMESTAMPTZ, lambda v: _INT8.pack(8, (v - PG_EPOCH) // MICROSECOND))
+
+
+def jsonb(text: str) -> bytes:
+    """JSON text as jsonb's binary form: a version byte, then the text (PostgreSQL parses it)."""
+    return b"\x01" + text.encode()
+
+
+def record(fields: Sequence[tuple[int, bytes | None]]) -> bytes:
+    """A record (a composite type's value) of (column type OID, binary value or None) fields: the
+    OIDs must be the composite's column types, in order, or PostgreSQL refuses it."""
+    return LENGTH.pack(len(fields)) + b"".join(field(oid, data) for oid, data in fields)
+
+
+def field(oid: int, data: bytes | None) -> bytes:
+    """One field of a record: its type OID, then its value's length and bytes (-1: NULL)."""
+    return _FIELD_NULL.pack(oid, -1) if data is None else _FIELD_NULL.pack(oid, len(data)) + data
+
+
+def records(element: int, values: Sequence[bytes]) -> bytes:
+    """The array of records `values` (each from `record`) of the composite type `element`."""
+    return HEADER.pack(1, 0, element, len(values), 1) + b"".join(LENGTH.pack(len(v)) + v for v in values)

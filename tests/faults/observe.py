@@ -32,7 +32,7 @@ WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
 
 
 @contextmanager
-def inserts_held(database_url: str, table: str = "ts_point") -> Iterator[None]:
+def inserts_held(database_url: str, table: str = "ts_reading") -> Iterator[None]:
     """Every INSERT into `table` waits while this holds a SHARE lock on it, as behind a long
     `CREATE INDEX`: a pool process that reaches its chunk's INSERT stays there, transaction open."""
     with psycopg.connect(database_url) as conn:

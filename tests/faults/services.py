@@ -177,7 +177,7 @@ class OwnedPostgres:
         url = self.url(name)
         apply_pending(url)
         if self.timescaledb:
-            assert "ts_point" in hypertables(url), f"ts_point is not a hypertable on :{self.port}"
+            assert {"ts_reading", "ts_point"} <= hypertables(url), f"not hypertables on :{self.port}"
         return url
 
     def close(self) -> None:

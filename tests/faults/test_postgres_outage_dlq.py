@@ -65,11 +65,11 @@ def test_chunks_given_up_during_a_long_postgres_outage_are_replayed_from_the_dlq
     # Back, but refusing the writer's rows (as a read-only failover target would) until a chunk
     # has run out of retries with the DLQ writable, and so ended there as retries_exhausted.
     before = given_up(rig)
-    execute(rig.database_url, "REVOKE INSERT ON ts_point FROM ingest_writer")
+    execute(rig.database_url, "REVOKE INSERT ON ts_reading FROM ingest_writer")
     wait_until(lambda: given_up(rig) > before, 60, interval=0.1, what="a chunk given up while rows are refused")
-    # Column privileges, as migration 0011 grants them: a table privilege would reach the chunks.
-    execute(rig.database_url, "GRANT INSERT (tenant_no, series_id, ts, v_num, v_bool, v_text, unit, meta, "
-                              "ingested_at) ON ts_point TO ingest_writer")
+    # Column privileges, as migration 0013 grants them: a table privilege would reach the chunks.
+    execute(rig.database_url, "GRANT INSERT (tenant_no, device_no, ts, series, v_num, v_bool, v_text, unit, "
+                              "meta, ingested_at) ON ts_reading TO ingest_writer")
     load.finish()
 
     (exhausted,) = wait_until(lambda: settled_with_given_up_chunks(rig, expected, load.plan.points), 90,

@@ -221,14 +221,15 @@ def test_replay_keeps_a_message_the_database_refuses(db: str) -> None:
     tenant = unique("refused-")
     refused = dead_letter(db, tenant, telem(-1.0), "db_rejected")
     fine = dead_letter(db, tenant, telem(1.0, "other"), "retries_exhausted")
-    # ts_measure is a view: the constraint goes on ts_point, whose rows carry the tenant's number.
+    # ts_measure is a view: the constraint goes on ts_reading, whose rows carry the tenant's number.
     ((number,),) = query(db, "INSERT INTO ts_tenant (tenant_id) VALUES (%s) ON CONFLICT (tenant_id) "
                          "DO UPDATE SET tenant_id = EXCLUDED.tenant_id RETURNING tenant_no", (tenant,))
-    execute(db, f"ALTER TABLE ts_point ADD CONSTRAINT dlq_test_positive CHECK (tenant_no <> {number} OR v_num >= 0)")
+    execute(db, f"ALTER TABLE ts_reading ADD CONSTRAINT dlq_test_positive "
+            f"CHECK (tenant_no <> {number} OR 0 <= ALL (v_num))")
     try:
         result = dlq(db, "replay", "--tenant", tenant)
     finally:
-        execute(db, "ALTER TABLE ts_point DROP CONSTRAINT dlq_test_positive")
+        execute(db, "ALTER TABLE ts_reading DROP CONSTRAINT dlq_test_positive")
 
     assert result.returncode == 1
     assert "landed=1 still_invalid=0 refused=1" in result.stdout

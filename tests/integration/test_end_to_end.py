@@ -213,11 +213,11 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_its_chunk_stored(pi
     tenant = unique("t")
     # An operator's constraint: the database refuses one message's rows, not the chunk's.
     constraint = unique("v_num_sane_")
-    # ts_measure is a view: the constraint goes on ts_point, whose rows carry the tenant's number.
+    # ts_measure is a view: the constraint goes on ts_reading, whose rows carry the tenant's number.
     ((number,),) = query(pipeline.database_url, "INSERT INTO ts_tenant (tenant_id) VALUES (%s) ON CONFLICT (tenant_id) "
                          "DO UPDATE SET tenant_id = EXCLUDED.tenant_id RETURNING tenant_no", (tenant,))
-    execute(pipeline.database_url, f"ALTER TABLE ts_point ADD CONSTRAINT {constraint} "
-          f"CHECK (tenant_no <> {number} OR v_num < 1e300) NOT VALID")
+    execute(pipeline.database_url, f"ALTER TABLE ts_reading ADD CONSTRAINT {constraint} "
+          f"CHECK (tenant_no <> {number} OR 1e300 > ALL (v_num)) NOT VALID")
     try:
         with publisher() as pub:
             for i, value in enumerate([1.0, 1e301, 2.0]):
@@ -226,7 +226,7 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_its_chunk_stored(pi
         rows = wait_until(lambda: dead_letters(pipeline, "tenant_id = %s", tenant), what="the dead letter")
         wait_rows(pipeline, "ts_measure", tenant, 2)
     finally:
-        execute(pipeline.database_url, f"ALTER TABLE ts_point DROP CONSTRAINT {constraint}")
+        execute(pipeline.database_url, f"ALTER TABLE ts_reading DROP CONSTRAINT {constraint}")
     assert [(r[1], r[3]) for r in rows] == [(pipeline.topic(tenant, "d1"), "db_rejected")]
     assert constraint in rows[0][4]
     assert sorted(r[3] for r in measures(pipeline, tenant)) == [1.0, 2.0]

@@ -2,9 +2,11 @@
 makes it (init-roles.sh, then the migrations as the owner's login, no superuser), and the purge
 runs as the workers' login, a member of ingest_writer only.
 
-On TimescaleDB whole chunks of ts_point (the points under the ts_measure view) are dropped; on
-plain PostgreSQL its old rows are deleted a bounded batch a transaction; device_event goes by ts
-on both; cmd_ack stays; series stay (ts_series, a row per tenant, device and point).
+On TimescaleDB whole chunks of ts_reading and ts_point (the readings and points under the
+ts_measure view) are dropped; on plain PostgreSQL their old rows are deleted a bounded batch a
+transaction; device_event goes by ts on both; cmd_ack stays; series and devices stay (ts_series,
+ts_device). Points written through ts_measure, as here, are a reading of the first point of a
+device and instant and a row of ts_point for each other point: a row a point, as before.
 """
 
 from __future__ import annotations
@@ -112,8 +114,10 @@ def count(db: Db, table: str, tenant: str | None = None) -> int:
 
 
 def chunks(db: Db, older_than_days: int | None = None) -> int:
+    """Chunks of both hypertables: each instant below makes one of each."""
     older = "" if older_than_days is None else f", older_than => now() - interval '{older_than_days} days'"
-    return int(query(db.admin, f"SELECT count(*) FROM show_chunks('ts_point'{older})")[0][0])
+    return int(query(db.admin, f"SELECT (SELECT count(*) FROM show_chunks('ts_reading'{older})) "
+                     f"+ (SELECT count(*) FROM show_chunks('ts_point'{older}))")[0][0])
 
 
 def seed_history(db: Db, tenant: str) -> None:
@@ -150,18 +154,18 @@ def rows_older_than_the_retention_go_and_newer_stay(db: Db) -> None:
         assert count(db, "cmd_ack", tenant) == 1  # acknowledgements are kept
     assert count(db, "ts_measure") == 2 * (9 + boundary_kept)
     measures_deleted = 0 if on_timescaledb(db) else 2 * (30 + 3)
-    assert (purged.rows, purged.chunks) == (measures_deleted + 2 * 10, len(OLD_DAYS) if on_timescaledb(db) else 0)
+    assert (purged.rows, purged.chunks) == (measures_deleted + 2 * 10, 2 * len(OLD_DAYS) if on_timescaledb(db) else 0)
 
 
 def test_on_timescaledb_whole_chunks_are_dropped(tsdb: Db) -> None:
     tenant = unique("a-")
     seed_history(tsdb, tenant)
     before, old = chunks(tsdb), chunks(tsdb, DAYS)
-    assert (before, old) == (len(OLD_DAYS) + 4, len(OLD_DAYS))  # the old days; boundary, -6 d, -3 d, now
+    assert (before, old) == (2 * (len(OLD_DAYS) + 4), 2 * len(OLD_DAYS))  # the old days; boundary, -6 d, -3 d, now
 
     purged = purge_telemetry(tsdb.login(WORKER), DAYS)
 
-    assert purged == Purged(chunks=len(OLD_DAYS), rows=10, batches=1)  # the rows: device events
+    assert purged == Purged(chunks=2 * len(OLD_DAYS), rows=10, batches=1)  # the rows: device events
     assert (chunks(tsdb), chunks(tsdb, DAYS)) == (before - old, 0)
     assert purge_telemetry(tsdb.login(WORKER), DAYS) == Purged(0, 0, 1)  # nothing left to do
 
@@ -174,8 +178,8 @@ def test_a_chunk_being_read_is_left_for_the_next_run_after_the_lock_timeout(tsdb
         with pytest.raises(StorageUnavailable, match="LockNotAvailable"):  # not QueryCanceled at 30 s
             purge_telemetry(tsdb.login(WORKER) + "?options=-c%20statement_timeout%3D30s", DAYS)
         assert 9 < time.monotonic() - started < 30  # the function's lock_timeout, 10 s
-        assert chunks(tsdb) == 1
-    assert purge_telemetry(tsdb.login(WORKER), DAYS).chunks == 1
+        assert chunks(tsdb) == 2
+    assert purge_telemetry(tsdb.login(WORKER), DAYS).chunks == 2
 
 
 def test_a_backlog_goes_a_bounded_batch_a_transaction(db: Db) -> None:
@@ -186,9 +190,9 @@ def test_a_backlog_goes_a_bounded_batch_a_transaction(db: Db) -> None:
         first = conn.execute("SELECT chunks_dropped, rows_deleted FROM ingest_purge_telemetry(%s, 100)",
                              (DAYS,)).fetchone()
     left = count(db, "ts_measure") + count(db, "device_event")
-    if on_timescaledb(db):  # the measurements' chunk at once, then 100 events
-        assert (first, left) == ((1, 100), 300)
-    else:  # 100 measurements, nothing else
+    if on_timescaledb(db):  # the measurements' chunks at once, then 100 events
+        assert (first, left) == ((2, 100), 300)
+    else:  # 100 measurements (points stored apart first), nothing else
         assert (first, left) == ((0, 100), 900)
 
     purged = purge_telemetry(db.login(WORKER), DAYS, batch=100)
@@ -209,9 +213,12 @@ def worker(db: Db, tenant: str | None = None) -> psycopg.Connection[tuple[object
 
 @pytest.mark.parametrize("statement", [
     "DELETE FROM ts_point",
+    "DELETE FROM ts_reading",
     "DELETE FROM ts_series",
+    "DELETE FROM ts_device",
     "DELETE FROM device_event",
     "TRUNCATE ts_point",
+    "TRUNCATE ts_reading",
     "TRUNCATE ts_series",
     "TRUNCATE device_event",
     "DELETE FROM ts_point WHERE ctid = ANY(ARRAY(SELECT ctid FROM ts_point LIMIT 1))",
@@ -228,8 +235,8 @@ def test_the_worker_deletes_nothing_itself(db: Db, statement: str) -> None:
 def test_the_worker_drops_no_chunk_itself(tsdb: Db) -> None:
     measures(tsdb, unique("a-"), "now() - interval '20 days'")
     with worker(tsdb) as conn, pytest.raises(errors.InsufficientPrivilege, match="must be owner"):
-        conn.execute("SELECT drop_chunks('ts_point', older_than => now())")
-    assert chunks(tsdb) == 1
+        conn.execute("SELECT drop_chunks('ts_reading', older_than => now())")
+    assert chunks(tsdb) == 2
 
 
 @pytest.mark.parametrize(("days", "batch"), [(0, 100), (-1, 100), (None, 100), (7, 0), (7, 50_001)])

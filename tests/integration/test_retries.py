@@ -28,7 +28,7 @@ def test_a_chunk_that_keeps_failing_ends_in_the_dlq_as_retries_exhausted(
 ) -> None:
     env = service_env(own_database, redis_db, unique("ts"), INGEST_RETRY_MAX="2",
                       INGEST_RETRY_BACKOFF_S="0.2", INGEST_RETRY_BACKOFF_MAX_S="0.4")
-    execute(own_database, "REVOKE INSERT ON ts_point FROM ingest_writer")
+    execute(own_database, "REVOKE INSERT ON ts_reading FROM ingest_writer")
     valid = b'{"schema":"v1","ts":"2025-10-07T15:30:00Z","points":[{"name":"a","t":"float","v":1}]}'
     now = time.time()  # the listener's clock: ts may be at most a day after it (ingest_tasks.limits)
     messages = [["traksense/acme/s/d/telem", valid, now], ["traksense/acme/s/d/telem", b"\xffbad", now]]

@@ -152,7 +152,8 @@ def test_login_is_a_plain_member_of_one_group(db: Db, role: str, group: str) -> 
 def test_migrations_ran_as_the_owner_who_is_no_superuser(db: Db) -> None:
     owners = query(db.admin, "SELECT DISTINCT r.rolname, r.rolsuper FROM pg_class c "
                    "JOIN pg_roles r ON r.oid = c.relowner WHERE c.relname IN "
-                   "('ts_measure', 'ts_point', 'ts_series', 'ts_tenant', 'cmd_ack', 'device_event', 'ingest_errors')")
+                   "('ts_measure', 'ts_reading', 'ts_point', 'ts_series', 'ts_device', 'ts_tenant', 'cmd_ack', "
+                   "'device_event', 'ingest_errors')")
     assert owners == [(OWNER, False)]
 
 
@@ -174,7 +175,7 @@ def test_worker_sees_only_its_tenants_rows(db: Db, table: str) -> None:
 def test_worker_login_reaches_no_timescaledb_chunk(db: Db) -> None:
     seed(db, unique("a-"))  # on TimescaleDB, a chunk for TS
     chunks = [r[0] for r in query(db.admin, "SELECT inhrelid::regclass::text FROM pg_inherits "
-                                  "WHERE inhparent = 'ts_point'::regclass")]
+                                  "WHERE inhparent = 'ts_reading'::regclass")]
     assert bool(chunks) == (db.server != PG_ADMIN)  # a hypertable on TimescaleDB only
     for chunk in chunks:
         for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
@@ -202,6 +203,10 @@ def test_worker_cannot_change_or_delete_another_tenants_rows(db: Db) -> None:
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute("DELETE FROM ts_point")
         with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM ts_reading")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("UPDATE ts_reading SET v_num = '{0}'")
+        with pytest.raises(errors.InsufficientPrivilege):
             conn.execute("UPDATE ts_point SET v_num = 0")
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute("DELETE FROM ts_series WHERE tenant_id = %s", (theirs,))
@@ -211,6 +216,8 @@ def test_worker_cannot_change_or_delete_another_tenants_rows(db: Db) -> None:
 @pytest.mark.parametrize("statement", [
     "SET row_security = off; SELECT count(*) FROM ts_measure",
     "ALTER TABLE ts_point DISABLE ROW LEVEL SECURITY",
+    "ALTER TABLE ts_reading DISABLE ROW LEVEL SECURITY",
+    "DROP POLICY tenant_rows ON ts_device",
     "ALTER TABLE ts_series NO FORCE ROW LEVEL SECURITY",
     "DROP POLICY tenant_rows ON ts_tenant",
     "ALTER TABLE ingest_errors NO FORCE ROW LEVEL SECURITY",
@@ -237,7 +244,7 @@ def test_worker_cannot_get_around_row_level_security(db: Db, statement: str) -> 
     "ALTER TABLE cmd_ack ALTER COLUMN err TYPE varchar(10)",
     "DROP TABLE device_event",
     "DROP INDEX ingest_errors_ts",
-    "DROP FUNCTION ingest_series_ids(text[], text[], text[])",
+    "DROP FUNCTION ingest_series(text[], text[], text[])",
     "TRUNCATE ingest_errors",
     "CREATE INDEX intruder ON ts_point (v_num)",
     "ALTER TABLE ingest_errors OWNER TO traksense_worker",

@@ -1,17 +1,21 @@
-"""The store writes new rows with a plain INSERT and falls back to the conflict check when a row exists."""
+"""The store writes new rows with a plain INSERT and falls back to the conflict check when a row
+exists; a message's points are one reading, and a point is stored once whatever messages name it."""
 
 from __future__ import annotations
 
 import logging
 import time
+from itertools import pairwise
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ingest_tasks.envelope import Chunk, Message
 from ingest_tasks.pipeline import process_chunk
 from ingest_tasks.store import Store
-from tests.support import count, unique
+from tests.support import count, query, unique
 
 pytestmark = pytest.mark.integration
 
@@ -47,3 +51,55 @@ def test_rows_already_stored_are_skipped_and_the_rest_of_the_chunk_is_stored(
     finally:
         store.close()
     assert count(database_url, "ts_measure", tenant) == 12
+
+
+# --- readings: a message's points in one row, the points of a second message of the same device
+# and instant stored apart (migration 0013) ---------------------------------------------------------
+
+NAMES = ("a", "b", "c")
+MessageSpec = tuple[str, int, list[str]]  # device, second, point names (repeats allowed)
+
+
+def message(tenant: str, index: int, spec: MessageSpec) -> Message:
+    device, second, names = spec
+    points = [{"name": n, "t": "float", "v": index * 10 + i} for i, n in enumerate(names)]
+    payload = {"schema": "v1", "ts": f"2025-10-07T15:30:{second:02d}Z", "points": points, "meta": {"m": index}}
+    return Message(f"traksense/{tenant}/s/{device}/telem", orjson.dumps(payload), time.time())
+
+
+def first_wins(specs: list[MessageSpec]) -> dict[tuple[str, str, int], tuple[float, int]]:
+    """(device, point, second) -> (value, message) as the contract wants it: one row a point and
+    instant, the first message to name it (and within a message, its first value)."""
+    stored: dict[tuple[str, str, int], tuple[float, int]] = {}
+    for index, (device, second, names) in enumerate(specs):
+        for i, name in enumerate(names):
+            stored.setdefault((device, name, second), (float(index * 10 + i), index))
+    return stored
+
+
+@given(
+    specs=st.lists(st.tuples(st.sampled_from(["d1", "d2"]), st.integers(0, 2),
+                             st.lists(st.sampled_from(NAMES), min_size=1, max_size=4)), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(1, 7), max_size=3),
+    redeliver=st.booleans(),
+)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_messages_of_a_device_and_instant_in_any_chunks_store_each_point_once_first_wins(
+    database_url: str, specs: list[MessageSpec], cuts: list[int], redeliver: bool,
+) -> None:
+    tenant = unique("t")
+    messages = [message(tenant, i, spec) for i, spec in enumerate(specs)]
+    bounds = sorted({0, len(messages), *(c for c in cuts if c < len(messages))})
+    store = Store(database_url)
+    try:
+        for lo, hi in pairwise(bounds):
+            part = Chunk(unique("chunk-"), tuple(messages[lo:hi]))
+            store.write(part.id, process_chunk(part, 65_536))
+            if redeliver:
+                assert store.write(part.id, process_chunk(part, 65_536)).rows["ts_measure"] == 0
+    finally:
+        store.close()
+    rows = query(database_url, "SELECT device_id, point_id, extract(second FROM ts)::int, v_num, meta "
+                 "FROM ts_measure WHERE tenant_id = %s", (tenant,))
+    assert len(rows) == len({r[:3] for r in rows})  # one row a point and instant
+    assert {r[:3]: (r[3], r[4]["m"]) for r in rows} == first_wins(specs)

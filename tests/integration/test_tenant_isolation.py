@@ -145,17 +145,22 @@ def test_no_tenant_role_reads_or_writes_another_tenants_rows_through_any_relatio
 def test_a_writer_cannot_block_or_show_another_tenants_point_through_its_series(
     database_url: str, tenants: tuple[str, str]
 ) -> None:
-    """ts_point has no foreign key to ts_series (an index search per point): a writer under A's
-    setting may insert a point numbered A under B's series at B's instant. The point collides with
-    nothing of B's (the key starts with the tenant's number), and ts_measure shows it to nobody."""
+    """ts_reading and ts_point have no foreign key to ts_series (an index search per point): a
+    writer under A's setting may insert a reading numbered A under B's device and series at B's
+    instant, or such a point. Neither collides with anything of B's (each key holds the tenant's
+    number), and ts_measure shows them to nobody."""
     a, b = tenants
     with psycopg.connect(database_url, autocommit=True) as conn:
-        (series, instant), = conn.execute(
-            "SELECT s.series_id, now() + interval '1 hour' FROM ts_series s WHERE s.tenant_id = %s", (b,))
+        (series, device, instant), = conn.execute(
+            "SELECT s.series_id, s.device_no, now() + interval '1 hour' FROM ts_series s WHERE s.tenant_id = %s",
+            (b,))
         conn.execute("SET ROLE ingest_writer")
         conn.execute("SELECT set_config('app.tenant_id', %s, false)", (a,))
         conn.execute("INSERT INTO ts_point (tenant_no, series_id, ts, v_num) "
                      "SELECT t.tenant_no, %s, %s, 666 FROM ts_tenant t", (series, instant))
+        conn.execute("INSERT INTO ts_reading (tenant_no, device_no, ts, series, v_num) "
+                     "SELECT t.tenant_no, %s, %s, ARRAY[%s::bigint], '{666}' FROM ts_tenant t",
+                     (device, instant, series))
         assert conn.execute("SELECT count(*) FROM ts_measure WHERE v_num = 666").fetchone() == (0,)
         conn.execute("SELECT set_config('app.tenant_id', %s, false)", (b,))
         conn.execute("INSERT INTO ts_measure (tenant_id, device_id, point_id, ts, v_num) "
@@ -167,7 +172,7 @@ def test_a_writer_cannot_block_or_show_another_tenants_point_through_its_series(
 
 def test_a_readers_query_of_a_series_uses_the_indexes(database_url: str, tenants: tuple[str, str]) -> None:
     """The dashboard's query through the view: the tenant's number once (an InitPlan), its series
-    by the series key, its points by the point key; no table scanned."""
+    by the series key, its readings by the reading key; no table scanned."""
     a, _ = tenants
     with psycopg.connect(database_url) as conn:
         conn.execute("SET ROLE tenant_reader")
@@ -178,5 +183,6 @@ def test_a_readers_query_of_a_series_uses_the_indexes(database_url: str, tenants
             "AND ts > now() - interval '1 day'"))
     assert "InitPlan" in plan
     assert "ts_series_tenant_id_device_id_point_id_key" in plan
-    assert "ts_point_key" in plan
+    assert "ts_reading_key" in plan  # the readings
+    assert "ts_point_key" in plan  # the points stored apart from their reading
     assert "Seq Scan" not in plan

@@ -66,7 +66,7 @@ def fresh_timescale_database(
             apply_pending(url, [m for m in migrations if m.version < version])
             step(url)
         apply_pending(url, migrations)
-        assert "ts_point" in hypertables(url), f"ts_point is not a hypertable in {name}"
+        assert {"ts_reading", "ts_point"} <= hypertables(url), f"not hypertables in {name}"
         yield url
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:

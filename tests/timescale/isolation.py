@@ -165,7 +165,8 @@ def rows_with(conn: Conn, reach: Reach, marker: str) -> int | None:
 def modelled_row(admin: Conn, reach: Reach, model: str, tenant: str) -> dict[str, Any] | None:
     """A new row of `tenant`, copied from a row of tenant `model` in the same relation (or of any
     tenant when `model` has none there: a chunk of other tests' rows). A tenant is its id where the
-    relation has one, else its number (ts_point and its chunks, under a new series of `tenant`)."""
+    relation has one, else its number (ts_reading, ts_point and their chunks, under a new device and
+    series of `tenant`)."""
     if "tenant_id" in reach.columns:
         mine = sql.SQL("r.tenant_id = %s")
     elif "tenant_no" in reach.columns:
@@ -181,21 +182,39 @@ def modelled_row(admin: Conn, reach: Reach, model: str, tenant: str) -> dict[str
     row = {**found[0], **tenant_columns(admin, tenant, reach.columns)}
     if "tenant_id" in reach.columns:
         row["device_id"] = unique(f"{tenant}-dev-")
+        if "device_no" in reach.columns and reach.name != "public.ts_device":  # ts_series
+            row["device_no"], _ = new_series(admin, row["tenant_no"], tenant, row["device_id"])
     return row
 
 
+def new_series(admin: Conn, number: int, tenant: str, device: str) -> tuple[int, int]:
+    """A new device of `tenant` and a series of it: (device_no, series_id)."""
+    found = admin.execute(
+        "INSERT INTO ts_device (tenant_no, tenant_id, device_id) VALUES (%s, %s, %s) RETURNING device_no",
+        (number, tenant, device)).fetchone()
+    assert found is not None
+    device_no = int(found[0])
+    found = admin.execute(
+        "INSERT INTO ts_series (tenant_no, tenant_id, device_id, point_id, device_no) "
+        "VALUES (%s, %s, %s, 'p', %s) RETURNING series_id", (number, tenant, device, device_no)).fetchone()
+    assert found is not None
+    return device_no, int(found[0])
+
+
 def tenant_columns(admin: Conn, tenant: str, columns: tuple[str, ...]) -> dict[str, Any]:
-    """What makes a row `tenant`'s: its id, its number, and (in ts_point) a series of its own."""
+    """What makes a row `tenant`'s: its id, its number, and (in ts_reading and ts_point) a device
+    and series of its own."""
     found = admin.execute("SELECT tenant_no FROM ts_tenant WHERE tenant_id = %s", (tenant,)).fetchone()
     assert found is not None, f"tenant {tenant} has no number in ts_tenant"
     picked: dict[str, Any] = {"tenant_no": found[0]} if "tenant_no" in columns else {}
     if "tenant_id" in columns:
         picked["tenant_id"] = tenant
-    elif "series_id" in columns:
-        (series,) = admin.execute(
-            "INSERT INTO ts_series (tenant_no, tenant_id, device_id, point_id) VALUES (%s, %s, %s, 'p') "
-            "RETURNING series_id", (found[0], tenant, unique(f"{tenant}-dev-"))).fetchone() or (None,)
-        picked["series_id"] = series
+    elif "series_id" in columns or "device_no" in columns:
+        device_no, series = new_series(admin, found[0], tenant, unique(f"{tenant}-dev-"))
+        if "series_id" in columns:
+            picked["series_id"] = series
+        if "device_no" in columns:
+            picked.update(device_no=device_no, series=[series])
     return picked
 
 

@@ -70,7 +70,7 @@ def test_chunks_of_messages_weeks_apart_are_stored_once_and_read_back_by_their_t
 
     with caplog.at_level(logging.INFO, logger="ingest_tasks.store"):
         assert write(store, first).rows["ts_measure"] == 0  # the same chunk redelivered
-    # A chunk's duplicate key is the chunk's copy of ts_point_key: still a redelivery, written
+    # A chunk's duplicate key is the chunk's copy of ts_reading_key: still a redelivery, written
     # again with ON CONFLICT in one go, not message by message as if the database refused data.
     assert "some rows were already stored" in caplog.text
     assert "refused as a whole" not in caplog.text
@@ -80,8 +80,8 @@ def test_chunks_of_messages_weeks_apart_are_stored_once_and_read_back_by_their_t
     rows = seen_by_reader(timescale_url, a, "ts_measure", "ts, point_id, tenant_id, v_num, unit, meta")
     assert rows == [(WEEK1 + timedelta(weeks=w), p, a, w + i / 10, "C", {"fw": "1.2.3"})
                     for w in range(4) for i, p in sorted(enumerate(POINTS), key=lambda ip: ip[1])]
-    (chunks,) = query(timescale_url, "SELECT count(DISTINCT p.tableoid) FROM ts_point p JOIN ts_tenant t "
-                      "ON t.tenant_no = p.tenant_no WHERE t.tenant_id = %s", (a,))
+    (chunks,) = query(timescale_url, "SELECT count(DISTINCT r.tableoid) FROM ts_reading r JOIN ts_tenant t "
+                      "ON t.tenant_no = r.tenant_no WHERE t.tenant_id = %s", (a,))
     assert chunks == (4,)  # a hypertable chunk a week
     assert seen_by_reader(timescale_url, a, "ingest_errors", "reason, payload, chunk_id") == [
         ("invalid_json", b"\xff{not json", first.id)]
@@ -91,25 +91,33 @@ def test_chunks_of_messages_weeks_apart_are_stored_once_and_read_back_by_their_t
 
 
 def test_the_writer_stores_into_chunks_that_give_it_no_privilege(timescale_url: str, store: Store) -> None:
-    """The store writes through ts_point only: chunks it made, and chunks made before, need no grant."""
+    """The store writes through the hypertables only: chunks it made, and chunks made before, need no
+    grant."""
     tenant = unique("tw")
     write(store, Chunk(unique("chunk-"), (telem(tenant, 10), telem(tenant, 0))))
     with psycopg.connect(timescale_url, autocommit=True) as conn:
         granted = conn.execute(
-            "SELECT c::text FROM show_chunks('ts_point') c "
+            "SELECT c::text FROM (SELECT show_chunks('ts_reading') UNION ALL SELECT show_chunks('ts_point')) s(c) "
             "WHERE has_table_privilege('ingest_writer', c, 'SELECT, INSERT') "
             "OR has_any_column_privilege('ingest_writer', c, 'SELECT, INSERT')").fetchall()
     assert granted == []
     assert len(seen_by_reader(timescale_url, tenant, "ts_measure", "ts, point_id")) == 2 * len(POINTS)
 
 
-def test_each_chunk_has_one_index_the_point_key(timescale_url: str, store: Store) -> None:
-    """A stored point costs one index insert: ts_point and its chunks have no index on ts alone
-    (migration 0012 drops the one create_hypertable makes)."""
-    write(store, Chunk(unique("chunk-"), (telem(unique("ti"), 0),)))
+@pytest.mark.parametrize(("table", "key"), [("ts_reading", "device_no, ts, tenant_no"),
+                                            ("ts_point", "series_id, ts, tenant_no")])
+def test_each_chunk_has_one_index_its_key(timescale_url: str, store: Store, table: str, key: str) -> None:
+    """A stored reading costs one index insert: the hypertables and their chunks have no index on
+    ts alone (migrations 0012 and 0013 do without the one create_hypertable makes)."""
+    tenant = unique("ti")
+    write(store, Chunk(unique("chunk-"), (telem(tenant, 0),)))
+    # A second message of the same device and instant, with a point of its own: stored apart.
+    other = {"schema": "v1", "ts": WEEK1.isoformat(), "points": [{"name": "extra", "t": "float", "v": 1}]}
+    extra = Message(f"traksense/{tenant}/s1/d1/telem", orjson.dumps(other), time.time())
+    assert write(store, Chunk(unique("chunk-"), (extra,))).rows["ts_measure"] == 1
     with psycopg.connect(timescale_url, autocommit=True) as conn:
         indexes = conn.execute(
-            "SELECT DISTINCT pg_get_indexdef(i.indexrelid) ~ '\\(series_id, ts, tenant_no\\)$', i.indisunique "
-            "FROM pg_index i WHERE i.indrelid = 'ts_point'::regclass "
-            "OR i.indrelid IN (SELECT c FROM show_chunks('ts_point') c)").fetchall()
+            "SELECT DISTINCT pg_get_indexdef(i.indexrelid) LIKE '%%(' || %s || ')', i.indisunique "
+            "FROM pg_index i WHERE i.indrelid = %s::regclass "
+            "OR i.indrelid IN (SELECT c FROM show_chunks(%s) c)", (key, table, table)).fetchall()
     assert indexes == [(True, True)]
