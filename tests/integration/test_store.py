@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest_tasks.envelope import Chunk, Message
+from ingest_tasks.limits import MAX_META_BYTES, MAX_POINTS, MAX_UNIT_CHARS
 from ingest_tasks.pipeline import process_chunk
 from ingest_tasks.store import Store
 from tests.support import count, query, unique
@@ -103,3 +104,35 @@ def test_any_messages_of_a_device_and_instant_in_any_chunks_store_each_point_onc
                  "FROM ts_measure WHERE tenant_id = %s", (tenant,))
     assert len(rows) == len({r[:3] for r in rows})  # one row a point and instant
     assert {r[:3]: (r[3], r[4]["m"]) for r in rows} == first_wins(specs)
+
+
+def test_a_reading_at_every_limit_is_stored_and_read_back_exactly_beside_a_small_one(database_url: str) -> None:
+    """The largest message the limits admit is one reading of MAX_POINTS points (TOASTed: tens of
+    kilobytes of arrays) with the largest meta; each type, long text, units with and without, as
+    sent."""
+    tenant = unique("t")
+    points = []
+    for i in range(MAX_POINTS):
+        kind = ("float", "int", "bool", "text", "enum")[i % 5]
+        value: object = {"float": i / 3, "int": i, "bool": i % 2 == 0, "text": "é" * 300 + str(i),
+                         "enum": f"m{i}"}[kind]
+        points.append({"name": f"p{i:04d}", "t": kind, "v": value, **({"u": "µ" * MAX_UNIT_CHARS} if i % 3 else {})})
+    meta = {"k": "x" * (MAX_META_BYTES - len('{"k":""}'))}
+    big = {"schema": "v1", "ts": "2025-10-07T15:30:00Z", "points": points, "meta": meta}
+    small = {"schema": "v1", "ts": "2025-10-07T15:30:00Z", "points": [{"name": "a", "t": "float", "v": 1}]}
+    chunk = Chunk(unique("chunk-"), (
+        Message(f"traksense/{tenant}/s/big/telem", orjson.dumps(big), time.time()),
+        Message(f"traksense/{tenant}/s/small/telem", orjson.dumps(small), time.time()),
+    ))
+    store = Store(database_url)
+    try:
+        assert store.write(chunk.id, process_chunk(chunk, 1 << 20)).rows["ts_measure"] == MAX_POINTS + 1
+    finally:
+        store.close()
+    rows = query(database_url, "SELECT point_id, v_num, v_bool, v_text, unit, meta FROM ts_measure "
+                 "WHERE tenant_id = %s AND device_id = 'big' ORDER BY point_id", (tenant,))
+    expected = [(p["name"], float(p["v"]) if p["t"] in ("float", "int") else None,  # type: ignore[arg-type]
+                 p["v"] if p["t"] == "bool" else None, p["v"] if p["t"] in ("text", "enum") else None,
+                 p.get("u"), meta) for p in points]
+    assert rows == expected
+    assert count(database_url, "ts_measure", tenant) == MAX_POINTS + 1
