@@ -31,7 +31,7 @@ _BOOL = struct.Struct(">i?")
 _INT4 = struct.Struct(">ii")
 _INT8 = struct.Struct(">iq")
 _FLOAT8 = struct.Struct(">id")
-_FIELD_NULL = struct.Struct(">Ii")  # a record's field: type OID, length
+_FIELD = struct.Struct(">Ii")  # a record's field: type OID, length
 
 V = TypeVar("V", bound=Hashable)
 
@@ -108,15 +108,11 @@ def jsonb(text: str) -> bytes:
     return b"\x01" + text.encode()
 
 
-def record(fields: Sequence[tuple[int, bytes | None]]) -> bytes:
-    """A record (a composite type's value) of (column type OID, binary value or None) fields: the
-    OIDs must be the composite's column types, in order, or PostgreSQL refuses it."""
-    return LENGTH.pack(len(fields)) + b"".join(field(oid, data) for oid, data in fields)
-
-
 def field(oid: int, data: bytes | None) -> bytes:
-    """One field of a record: its type OID, then its value's length and bytes (-1: NULL)."""
-    return _FIELD_NULL.pack(oid, -1) if data is None else _FIELD_NULL.pack(oid, len(data)) + data
+    """One field of a record (a composite type's value, after its count of fields): the column's
+    type OID, then its value's length and bytes (-1: NULL). The OIDs must be the composite's column
+    types, in order, or PostgreSQL refuses the record."""
+    return _FIELD.pack(oid, -1) if data is None else _FIELD.pack(oid, len(data)) + data
 
 
 def records(element: int, values: Sequence[bytes]) -> bytes:

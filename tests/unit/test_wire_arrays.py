@@ -1,4 +1,4 @@
-"""The arrays store.py sends are byte for byte what psycopg's own binary list dumper sends."""
+"""The arrays and readings store.py sends are byte for byte what psycopg's own binary dumpers send."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from psycopg.adapt import PyFormat, Transformer
+from psycopg.adapt import AdaptersMap, PyFormat, Transformer
+from psycopg.types.composite import CompositeInfo, register_composite
+from psycopg.types.json import Jsonb
 
 from ingest_tasks import wire_arrays
+from ingest_tasks.store import Repeats, reading
 
 WHEN = datetime(2026, 12, 1, 16, 7, 45, 123456, tzinfo=UTC)
 
@@ -78,3 +82,54 @@ def test_the_one_call_packing_of_fixed_width_arrays_equals_packing_element_by_el
     assert wire_arrays.int4s(int4s) == wire_arrays.encode(int4s, wire_arrays.INT4, lambda v: struct.pack(">ii", 4, v))
     assert wire_arrays.float8s(float8s) == wire_arrays.encode(float8s, wire_arrays.FLOAT8,
                                                               lambda v: struct.pack(">id", 8, v))
+
+
+# --- a chunk's readings: an array of the composite ingest_reading (migration 0013) -------------------
+
+READING_OID, READING_ARRAY_OID = 70_001, 70_002  # any: array_recv checks them against the database's
+READING_FIELDS = [("device_no", 20), ("ts", 1184), ("series", 1016), ("v_num", 1022), ("v_bool", 1000),
+                  ("v_text", 1009), ("unit", 1009), ("meta", 3802)]
+POINT = st.tuples(
+    st.integers(1, 2**62), st.none() | st.floats(allow_nan=False), st.none() | st.booleans(),
+    st.none() | st.text(st.characters(exclude_categories=["Cs"]), max_size=5),
+    st.none() | st.sampled_from(["C", "kWh", "µ"]),
+)
+
+
+def psycopg_readings(readings: list[tuple[Any, ...]]) -> bytes:
+    """The array psycopg itself dumps in binary for these rows of a composite of READING_FIELDS."""
+    adapters = AdaptersMap(psycopg.adapters)
+    info = CompositeInfo("ingest_reading", READING_OID, READING_ARRAY_OID,
+                         field_names=[n for n, _ in READING_FIELDS], field_types=[t for _, t in READING_FIELDS])
+    register_composite(info, adapters)
+    transformer = Transformer(adapters)
+    values = [info.python_type(*r) for r in readings]  # type: ignore[misc]
+    dumper = transformer.get_dumper(values, PyFormat.BINARY)
+    return bytes(dumper.dump(values) or b"")
+
+
+def as_is(text: str) -> Callable[[Any], str]:
+    """A JSON dumps that gives `text` whatever it is asked to dump: the worker sends meta as the text
+    the pipeline made."""
+    return lambda _: text
+
+
+@given(st.lists(st.tuples(st.integers(1, 2**62), st.lists(POINT, min_size=1, max_size=6),
+                          st.none() | st.sampled_from(['{"fw":"1.2.3"}', '{"a":[1,{"b":null}]}'])),
+                min_size=1, max_size=5))
+def test_readings_are_encoded_as_psycopg_encodes_the_composite(messages: list[tuple[Any, ...]]) -> None:
+    """store.reading + records against psycopg's composite dumper: the same bytes, a column of
+    NULLs sent as NULL, a point named twice in a message kept once (its first value)."""
+    ours, theirs = [], []
+    seen = Repeats()
+    for device, points, meta in messages:
+        rows = [("t", "d", f"p{series}", WHEN, num, flag, text, unit, meta) for series, num, flag, text, unit in points]
+        ours.append(reading(rows, [(series, device) for series, *_ in points], seen))
+        first: dict[int, tuple[Any, ...]] = {}
+        for point in points:
+            first.setdefault(point[0], point)
+        columns = list(zip(*first.values(), strict=True))
+        theirs.append((device, WHEN, list(columns[0]), *(list(c) if any(v is not None for v in c) else None
+                                                          for c in columns[1:]),
+                       None if meta is None else Jsonb(None, dumps=as_is(meta))))
+    assert wire_arrays.records(READING_OID, ours) == psycopg_readings(theirs)
