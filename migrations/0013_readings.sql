@@ -149,31 +149,45 @@ CREATE TYPE ingest_reading AS (
 -- The series of (tenants[i], devices[i], points[i]) and their devices, created where missing:
 -- rows (i, series_id, device_no). With the caller's rights, app.tenant_id set to each tenant
 -- before its series, like every write. New rows are inserted in key order, so two workers
--- creating the same ones never deadlock.
+-- creating the same ones never deadlock. Each tenant's statements read only the slice from its
+-- first entry to its last: the worker sends the entries sorted by tenant, so a chunk of thousands
+-- of tenants costs time in proportion to its entries, not to tenants x entries (3,000 tenants of
+-- 5 points: 24 s with a filter over every entry per tenant). The filter on the tenant keeps any
+-- other order correct.
 CREATE FUNCTION ingest_series(tenants text[], devices text[], points text[])
 RETURNS TABLE (i integer, series_id bigint, device_no bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     tenant text;
+    first integer;
+    last integer;
     number integer;
+    part_tenants text[];
+    part_devices text[];
+    part_points text[];
 BEGIN
-    FOR tenant IN SELECT DISTINCT t FROM unnest(tenants) t ORDER BY 1 LOOP
+    FOR tenant, first, last IN
+        SELECT u.t, min(u.n), max(u.n) FROM unnest(tenants) WITH ORDINALITY u(t, n) GROUP BY u.t ORDER BY u.t
+    LOOP
         PERFORM set_config('app.tenant_id', tenant, true);
+        part_tenants := tenants[first:last];
+        part_devices := devices[first:last];
+        part_points := points[first:last];
         INSERT INTO ts_tenant (tenant_id) VALUES (tenant) ON CONFLICT DO NOTHING;
         SELECT t.tenant_no INTO STRICT number FROM ts_tenant t WHERE t.tenant_id = tenant;
         INSERT INTO ts_device (tenant_no, tenant_id, device_id)
-        SELECT DISTINCT number, tenant, u.d FROM unnest(tenants, devices) u(t, d)
+        SELECT DISTINCT number, tenant, u.d FROM unnest(part_tenants, part_devices) u(t, d)
         WHERE u.t = tenant ORDER BY 3
         ON CONFLICT DO NOTHING;
         INSERT INTO ts_series (tenant_no, tenant_id, device_id, point_id, device_no)
         SELECT DISTINCT number, tenant, u.d, u.p, d.device_no
-        FROM unnest(tenants, devices, points) u(t, d, p)
+        FROM unnest(part_tenants, part_devices, part_points) u(t, d, p)
         JOIN ts_device d ON d.tenant_id = u.t AND d.device_id = u.d
         WHERE u.t = tenant ORDER BY 3, 4
         ON CONFLICT DO NOTHING;
         RETURN QUERY
-        SELECT u.n::integer, s.series_id, s.device_no
-        FROM unnest(tenants, devices, points) WITH ORDINALITY u(t, d, p, n)
+        SELECT (first - 1 + u.n)::integer, s.series_id, s.device_no
+        FROM unnest(part_tenants, part_devices, part_points) WITH ORDINALITY u(t, d, p, n)
         JOIN ts_series s ON s.tenant_id = u.t AND s.device_id = u.d AND s.point_id = u.p
         WHERE u.t = tenant;
     END LOOP;
@@ -197,6 +211,7 @@ DECLARE
     number integer;
     added bigint;
     total bigint := 0;
+    part ingest_reading[];
 BEGIN
     FOR k IN 1 .. coalesce(array_length(tenants, 1), 0) LOOP
         PERFORM set_config('app.tenant_id', tenants[k], true);
@@ -205,11 +220,12 @@ BEGIN
             RAISE EXCEPTION 'tenant % has no series yet', tenants[k]
                 USING ERRCODE = 'foreign_key_violation', HINT = 'call ingest_series first';
         END IF;
+        part := readings[lo:upto[k]];
         IF check_conflicts THEN
             WITH stored AS (
                 INSERT INTO ts_reading (tenant_no, device_no, ts, series, v_num, v_bool, v_text, unit, meta)
                 SELECT number, r.device_no, r.ts, r.series, r.v_num, r.v_bool, r.v_text, r.unit, r.meta
-                FROM unnest(readings[lo:upto[k]]) r
+                FROM unnest(part) r
                 ON CONFLICT DO NOTHING
                 RETURNING cardinality(series) AS n
             )
@@ -219,7 +235,7 @@ BEGIN
             -- readings' order: of two messages naming a point at the same instant, the first wins.
             INSERT INTO ts_point (tenant_no, series_id, ts, v_num, v_bool, v_text, unit, meta)
             SELECT number, p.series_id, r.ts, p.v_num, p.v_bool, p.v_text, p.unit, r.meta
-            FROM unnest(readings[lo:upto[k]]) WITH ORDINALITY r(device_no, ts, series, v_num, v_bool, v_text,
+            FROM unnest(part) WITH ORDINALITY r(device_no, ts, series, v_num, v_bool, v_text,
                                                                unit, meta, n)
             JOIN ts_reading stored ON stored.device_no = r.device_no AND stored.ts = r.ts
                                   AND stored.tenant_no = number
@@ -232,8 +248,8 @@ BEGIN
         ELSE
             INSERT INTO ts_reading (tenant_no, device_no, ts, series, v_num, v_bool, v_text, unit, meta)
             SELECT number, r.device_no, r.ts, r.series, r.v_num, r.v_bool, r.v_text, r.unit, r.meta
-            FROM unnest(readings[lo:upto[k]]) r;
-            SELECT coalesce(sum(cardinality(r.series)), 0) INTO added FROM unnest(readings[lo:upto[k]]) r;
+            FROM unnest(part) r;
+            SELECT coalesce(sum(cardinality(r.series)), 0) INTO added FROM unnest(part) r;
         END IF;
         total := total + added;
         lo := upto[k] + 1;

@@ -8,6 +8,7 @@ import time
 from itertools import pairwise
 
 import orjson
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -136,3 +137,22 @@ def test_a_reading_at_every_limit_is_stored_and_read_back_exactly_beside_a_small
                  p.get("u"), meta) for p in points]
     assert rows == expected
     assert count(database_url, "ts_measure", tenant) == MAX_POINTS + 1
+
+
+def test_series_are_found_for_entries_in_any_order_of_tenants(database_url: str) -> None:
+    """The worker sends ingest_series its entries sorted by tenant (each tenant's statements then
+    read only its slice); interleaved, every entry still gets its own series and device."""
+    a, b = unique("ta"), unique("tb")
+    keys = [(a, "d1", "x"), (b, "d1", "x"), (a, "d2", "y"), (b, "d1", "y"), (a, "d1", "x")]
+    tenants, devices, points = (list(column) for column in zip(*keys, strict=True))
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET ROLE ingest_writer")
+        found = conn.execute("SELECT i, series_id, device_no FROM ingest_series(%s, %s, %s) ORDER BY i",
+                             (tenants, devices, points)).fetchall()
+        conn.execute("RESET ROLE")
+        named = {(s, d): (t, dev, p) for s, d, t, dev, p in conn.execute(
+            "SELECT s.series_id, s.device_no, s.tenant_id, s.device_id, s.point_id FROM ts_series s "
+            "JOIN ts_device d ON d.device_no = s.device_no WHERE s.tenant_id IN (%s, %s)", (a, b))}
+    assert [i for i, _, _ in found] == [1, 2, 3, 4, 5]
+    assert [named[(series, device)] for _, series, device in found] == keys
+    assert found[0][1:] == found[4][1:]
