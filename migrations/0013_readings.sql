@@ -67,8 +67,9 @@ CREATE TABLE ts_reading (
     meta        jsonb,
     ingested_at timestamptz NOT NULL DEFAULT now()
 );
--- Series compared first decides almost every comparison alone (0012); tenant_no in the key keeps
--- a reading a writer files under another tenant's device from colliding with that tenant's.
+-- The device number compared first decides almost every comparison alone (as the series id does
+-- in 0012's key); tenant_no in the key keeps a reading a writer files under another tenant's
+-- device from colliding with, and so blocking, that tenant's.
 CREATE UNIQUE INDEX ts_reading_key ON ts_reading (device_no, ts, tenant_no);
 
 DO $$
