@@ -17,9 +17,16 @@
 --   purge deletes ts_point's rows before the readings they belong with.
 --
 -- Row-level security, as 0011: ts_device carries tenant_id; ts_reading carries tenant_no, checked
--- against the tenant of app.tenant_id on write and on read. The view joins each point's series
--- on its id, its device and its tenant, so a point a writer files under another device's or
--- another tenant's reading shows in nobody's ts_measure.
+-- against the tenant of app.tenant_id on write and on read. The view joins each point of a
+-- reading to its series on the series id and the device: a point a writer files under another
+-- device's reading shows in nobody's ts_measure. A reading a writer files under its own tenant's
+-- number but another tenant's device shows to no tenant either (each tenant role sees only its
+-- own readings and its own series, so the pair never meets); only a role past the tenant
+-- policies (the superuser, the owner) would see it, under that device's identifiers. The join does not also compare
+-- the reading's tenant_no with the series' (as the ts_point arm does): PostgreSQL takes the two
+-- equalities, device and tenant, for independent and underestimates the join tenfold, and then
+-- joins every reading to each series of its device before unnesting, ten times the work of a
+-- scan (SELECT count(*) FROM ts_measure: 780 ms against 80 ms, 600,000 points).
 --
 -- Reads: a query for one device's points goes from ts_series (its index on tenant, device, point)
 -- to that device's readings by (device_no, ts), and reads each reading's arrays.
@@ -134,7 +141,7 @@ SELECT s.tenant_id, s.device_id, s.point_id, r.ts, u.v_num, u.v_bool, u.v_text, 
        r.ingested_at
 FROM ts_reading r
 CROSS JOIN LATERAL unnest(r.series, r.v_num, r.v_bool, r.v_text, r.unit) u(series_id, v_num, v_bool, v_text, unit)
-JOIN ts_series s ON s.series_id = u.series_id AND s.device_no = r.device_no AND s.tenant_no = r.tenant_no
+JOIN ts_series s ON s.series_id = u.series_id AND s.device_no = r.device_no
 UNION ALL
 SELECT s.tenant_id, s.device_id, s.point_id, p.ts, p.v_num, p.v_bool, p.v_text, p.unit, p.meta,
        p.ingested_at
